@@ -1,0 +1,36 @@
+"""Distinct failures of reading an age file, one class per cause.
+
+The vetting tool and the tests tell these apart: a truncated recording is
+recoverable, a tampered one is not, and "no matching identity" means the
+wrong key was used rather than a damaged file.
+"""
+
+from __future__ import annotations
+
+
+class EnvelopeError(Exception):
+    """Base class of every envelope failure."""
+
+
+class HeaderError(EnvelopeError):
+    """The header is malformed, too large, or uses an unsupported feature."""
+
+
+class NoIdentityMatchError(EnvelopeError):
+    """No identity given could unwrap the file key from any stanza."""
+
+
+class HmacError(EnvelopeError):
+    """The header MAC does not verify: the header was altered."""
+
+
+class PayloadError(EnvelopeError):
+    """A payload chunk failed to authenticate, or data follows the final chunk."""
+
+
+class TruncatedError(PayloadError):
+    """The payload ends without a final chunk: the file was cut short."""
+
+
+class KeyFormatError(EnvelopeError, ValueError):
+    """A recipient, identity or signing key string is not valid."""
