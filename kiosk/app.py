@@ -1,0 +1,52 @@
+"""The Kivy application: a ScreenManager with one module and one ``.kv`` file per screen.
+
+Kivy reads its settings from the environment and the command line when it is first
+imported, so everything here that touches Kivy is imported inside ``run_app`` after
+the environment is prepared.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from . import logs
+from .config import KioskConfig
+
+log = logging.getLogger("kiosk.app")
+
+WINDOW_SIZE = (1280, 800)
+
+
+def _prepare_kivy_environment(cfg: KioskConfig) -> None:
+    # Our own argparse owns the command line; Kivy must not read it.
+    os.environ.setdefault("KIVY_NO_ARGS", "1")
+    # Kivy's config and logs live with the kiosk's data, not in the user's home.
+    os.environ.setdefault("KIVY_HOME", str((cfg.data_dir / "kivy").resolve()))
+    Path(os.environ["KIVY_HOME"]).mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("KIVY_NO_CONSOLELOG", "1")
+
+
+def run_app(cfg: KioskConfig, *, screenshot: Path | None = None,
+            fullscreen: bool = False) -> int:
+    _prepare_kivy_environment(cfg)
+    from kivy.config import Config
+
+    Config.set("graphics", "width", str(WINDOW_SIZE[0]))
+    Config.set("graphics", "height", str(WINDOW_SIZE[1]))
+    Config.set("graphics", "resizable", "0")
+    if fullscreen:
+        Config.set("graphics", "fullscreen", "auto")
+    # A kiosk must not be closed from the keyboard.
+    Config.set("kivy", "exit_on_escape", "0")
+    # No multitouch emulation circles on right-click during staff testing with a mouse.
+    Config.set("input", "mouse", "mouse,disable_multitouch")
+
+    from .kivy_app import KioskApp
+
+    app = KioskApp(cfg, screenshot=screenshot)
+    logs.event(log, "app_start")
+    app.run()
+    logs.event(log, "app_stop")
+    return app.exit_code

@@ -1,0 +1,77 @@
+"""The ``kiosk`` command: ``run`` (the default) and ``check-audio``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from . import config as config_mod
+from . import logs
+
+log = logging.getLogger("kiosk.cli")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kiosk", description="I Defend Rights exhibit kiosk.")
+    parser.add_argument("--config", metavar="PATH",
+                        help=f"kiosk TOML config (default: ${config_mod.ENV_VAR}, else demo"
+                             " defaults)")
+    sub = parser.add_subparsers(dest="command")
+    run = sub.add_parser("run", help="open the touchscreen app (the default)")
+    run.add_argument("--screenshot", metavar="PNG", type=Path,
+                     help="save a screenshot of the first screen to PNG, then quit")
+    run.add_argument("--fullscreen", action="store_true", help="take the whole screen")
+    check = sub.add_parser("check-audio", help="check the microphone and the speakers")
+    check.add_argument("--seconds", type=float, default=3.0,
+                       help="how long to record (default 3)")
+    check.add_argument("--json", action="store_true", help="print the result as JSON")
+    return parser
+
+
+def _check_audio(cfg: config_mod.KioskConfig, args: argparse.Namespace) -> int:
+    from .audio.check import as_dict, run_check
+    from .audio.devices import AudioDeviceError
+
+    try:
+        result = run_check(cfg.audio.input_device, cfg.audio.output_device,
+                           record_seconds=args.seconds)
+    except AudioDeviceError as exc:
+        logs.event(log, "check_audio_failed")
+        print(str(exc), file=sys.stderr)
+        return 2
+    logs.event(log, "check_audio", peak_dbfs=result.peak_dbfs, rms_dbfs=result.rms_dbfs,
+               overflows=result.input_overflows)
+    if args.json:
+        print(json.dumps(as_dict(result)))
+    else:
+        print(f"Microphone: {result.input_device}")
+        print(f"  peak {result.peak_dbfs:.1f} dBFS, RMS {result.rms_dbfs:.1f} dBFS,"
+              f" input overflows {result.input_overflows}")
+        print(f"Speakers: {result.output_device}: played a {result.tone_hz:.0f} Hz tone"
+              f" for {result.tone_seconds:.0f} s")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        cfg = config_mod.load(args.config)
+    except config_mod.ConfigError as exc:
+        print(f"kiosk: bad configuration: {exc}", file=sys.stderr)
+        return 2
+    logs.setup(cfg.data_dir)
+    command = args.command or "run"
+    if command == "check-audio":
+        return _check_audio(cfg, args)
+    from .app import run_app
+
+    return run_app(cfg, screenshot=getattr(args, "screenshot", None),
+                   fullscreen=getattr(args, "fullscreen", False))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

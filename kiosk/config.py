@@ -1,0 +1,175 @@
+"""The kiosk's one TOML configuration file: load, validate, and fall back to demo defaults.
+
+Every ``kiosk`` command takes ``--config PATH`` or the ``KIOSK_CONFIG`` environment
+variable. A bad file stops the kiosk at start with a message that names the key and
+what was expected, because a kiosk that silently ignores a typo in its recipients or
+its audio device fails later, in front of a defender.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+ENV_VAR = "KIOSK_CONFIG"
+DEFAULT_DATA_DIR = Path("demo-data") / "kiosk"
+DEFAULT_SERVER_URL = "http://127.0.0.1:8765"
+
+
+class ConfigError(Exception):
+    """The configuration file is missing, unreadable or has a bad value."""
+
+
+@dataclass(frozen=True)
+class IdleConfig:
+    #: Seconds without a touch before the person is asked "are you still there?".
+    warn_after_s: float = 60.0
+    #: Seconds after the warning before the session is discarded and shredded.
+    discard_after_s: float = 30.0
+
+
+@dataclass(frozen=True)
+class RecordingConfig:
+    #: Longest answer; reaching it stops the take cleanly and keeps the audio.
+    max_answer_s: float = 300.0
+    #: A take whose level never rises above this is reported as "we could not hear you".
+    silence_threshold_dbfs: float = -50.0
+
+
+@dataclass(frozen=True)
+class AudioConfig:
+    #: PortAudio device name (substring) or index; None means the system default.
+    input_device: str | int | None = None
+    output_device: str | int | None = None
+
+
+@dataclass(frozen=True)
+class KioskConfig:
+    data_dir: Path = DEFAULT_DATA_DIR
+    server_url: str = DEFAULT_SERVER_URL
+    #: age recipients (age1... or age1pq1...) that submissions are sealed to until a
+    #: signed catalog supplies them.
+    recipients: tuple[str, ...] = ()
+    languages: tuple[str, ...] = ("en", "es", "fr", "ar")
+    idle: IdleConfig = field(default_factory=IdleConfig)
+    recording: RecordingConfig = field(default_factory=RecordingConfig)
+    audio: AudioConfig = field(default_factory=AudioConfig)
+    #: Where the file came from, for messages; None for the built-in defaults.
+    source: Path | None = None
+
+
+def _type_name(value: Any) -> str:
+    return type(value).__name__
+
+
+def _positive_number(key: str, value: Any) -> float:
+    # bool is an int in Python; a "true" timeout is a typo, not one second.
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise ConfigError(f"{key} must be a positive number of seconds, got {value!r}"
+                          f" ({_type_name(value)})")
+    return float(value)
+
+
+def _number(key: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{key} must be a number, got {value!r} ({_type_name(value)})")
+    return float(value)
+
+
+def _string(key: str, value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{key} must be a non-empty string, got {value!r}"
+                          f" ({_type_name(value)})")
+    return value
+
+
+def _string_list(key: str, value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ConfigError(f"{key} must be a list of strings, got {value!r}"
+                          f" ({_type_name(value)})")
+    return tuple(value)
+
+
+def _device(key: str, value: Any) -> str | int | None:
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise ConfigError(f"{key} must be a device name (string) or index (integer), got"
+                          f" {value!r} ({_type_name(value)})")
+    return None if value in ("", "default") else value
+
+
+def _table(key: str, value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ConfigError(f"{key} must be a table ([{key}]), got {value!r}"
+                          f" ({_type_name(value)})")
+    return value
+
+
+def _check_keys(prefix: str, table: dict[str, Any], allowed: set[str]) -> None:
+    unknown = sorted(set(table) - allowed)
+    if unknown:
+        where = f"{prefix}." if prefix else ""
+        raise ConfigError(f"unknown key {where}{unknown[0]}; expected one of: "
+                          + ", ".join(sorted(allowed)))
+
+
+def _section(name: str, raw: dict[str, Any], cls: type, checks: dict[str, Any]) -> Any:
+    table = _table(name, raw.get(name, {}))
+    _check_keys(name, table, {f.name for f in fields(cls)})
+    return cls(**{k: checks[k](f"{name}.{k}", v) for k, v in table.items()})
+
+
+def parse(raw: dict[str, Any], *, base_dir: Path, source: Path | None = None) -> KioskConfig:
+    """Validate a decoded TOML document; relative paths are taken from ``base_dir``."""
+    top = {f.name for f in fields(KioskConfig)} - {"source"}
+    _check_keys("", raw, top)
+    values: dict[str, Any] = {"source": source}
+    if "data_dir" in raw:
+        values["data_dir"] = base_dir / _string("data_dir", raw["data_dir"])
+    if "server_url" in raw:
+        url = _string("server_url", raw["server_url"])
+        if not url.startswith(("http://", "https://")):
+            raise ConfigError(f"server_url must start with http:// or https://, got {url!r}")
+        values["server_url"] = url.rstrip("/")
+    if "recipients" in raw:
+        recipients = _string_list("recipients", raw["recipients"])
+        for r in recipients:
+            if not r.startswith("age1"):
+                raise ConfigError(f"recipients must be age recipients (age1...), got {r!r}")
+        values["recipients"] = recipients
+    if "languages" in raw:
+        values["languages"] = _string_list("languages", raw["languages"])
+        if not values["languages"]:
+            raise ConfigError("languages must name at least one language")
+    values["idle"] = _section("idle", raw, IdleConfig, {
+        "warn_after_s": _positive_number, "discard_after_s": _positive_number})
+    values["recording"] = _section("recording", raw, RecordingConfig, {
+        "max_answer_s": _positive_number, "silence_threshold_dbfs": _number})
+    values["audio"] = _section("audio", raw, AudioConfig, {
+        "input_device": _device, "output_device": _device})
+    return KioskConfig(**values)
+
+
+def load(path: str | os.PathLike[str] | None = None) -> KioskConfig:
+    """Load the file named by ``path``, else by ``$KIOSK_CONFIG``, else the demo defaults."""
+    if path is None:
+        path = os.environ.get(ENV_VAR) or None
+    if path is None:
+        return KioskConfig()
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {file}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {file} is not UTF-8 text") from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {file} is not valid TOML: {exc}") from None
+    try:
+        return parse(raw, base_dir=file.resolve().parent, source=file)
+    except ConfigError as exc:
+        raise ConfigError(f"{file}: {exc}") from None

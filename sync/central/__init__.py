@@ -1,0 +1,1 @@
+"""The central vetting-queue service (FastAPI on uvicorn, SQLite and files)."""

@@ -1,0 +1,1 @@
+"""The vetting team's tool: pull sealed submissions, decrypt locally, decide, publish."""

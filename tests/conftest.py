@@ -1,0 +1,116 @@
+"""Session-wide test fixtures: virtual audio, a virtual display, speech, the real app.
+
+Every fixture cleans up after itself: the daemons it starts are stopped and their
+temporary directories removed, whatever the tests did.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.harness.display import VirtualDisplay
+from tests.harness.kiosk_app import KioskProcess
+from tests.harness.pulse import VirtualAudio
+from tests.harness.speech import make_speech
+
+REPO = Path(__file__).resolve().parent.parent
+#: Screenshots the tests take, for people to look at; ignored by git.
+SCREENSHOT_DIR = REPO / "screenshots" / "tests"
+
+
+@pytest.fixture(scope="session")
+def virtual_audio() -> Iterator[VirtualAudio]:
+    """A private PulseAudio: default source ``mic.monitor``, default sink ``speakers``.
+
+    The test process's own environment points at it too, and PortAudio is restarted so
+    that in-process sounddevice sees the new server.
+    """
+    audio = VirtualAudio()
+    audio.start()
+    saved = {k: os.environ.get(k) for k in audio.env}
+    os.environ.update(audio.env)
+    _restart_portaudio()
+    try:
+        yield audio
+    finally:
+        audio.stop()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        _restart_portaudio()
+
+
+def _restart_portaudio() -> None:
+    import sys
+
+    sd = sys.modules.get("sounddevice")
+    if sd is not None:
+        # PortAudio reads the device list (and so the Pulse server) at initialisation.
+        sd._terminate()
+        sd._initialize()
+
+
+@pytest.fixture(scope="session")
+def speech(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
+    """``speech(language="en", repeat=1)`` -> a 48 kHz mono WAV made by espeak-ng."""
+    folder = tmp_path_factory.mktemp("speech")
+    cache: dict[tuple[str, int], Path] = {}
+
+    def make(language: str = "en", repeat: int = 1) -> Path:
+        key = (language, repeat)
+        if key not in cache:
+            cache[key] = make_speech(folder / f"{language}-{repeat}.wav", language,
+                                     repeat=repeat)
+        return cache[key]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def virtual_display() -> Iterator[str]:
+    display = VirtualDisplay()
+    yield display.start()
+    display.stop()
+
+
+@pytest.fixture
+def kiosk_env(virtual_display: str, virtual_audio: VirtualAudio) -> dict[str, str]:
+    """The environment a kiosk process runs in: the test display and the test audio."""
+    env = {**os.environ, **virtual_audio.env, "DISPLAY": virtual_display}
+    env.pop("KIOSK_CONFIG", None)
+    return env
+
+
+@pytest.fixture
+def write_config(tmp_path: Path) -> Callable[..., Path]:
+    """``write_config(text)`` -> a kiosk TOML file whose data_dir is under tmp_path."""
+
+    def write(extra: str = "") -> Path:
+        path = tmp_path / "kiosk.toml"
+        path.write_text(f'data_dir = "{tmp_path / "data"}"\n{extra}', encoding="utf-8")
+        return path
+
+    return write
+
+
+@pytest.fixture
+def kiosk_app(tmp_path: Path, kiosk_env: dict[str, str],
+              write_config: Callable[..., Path]) -> Iterator[Callable[..., KioskProcess]]:
+    """``kiosk_app(config_text="")`` starts the real app under Xvfb; closed at teardown."""
+    started: list[KioskProcess] = []
+
+    def start(config_text: str = "") -> KioskProcess:
+        app = KioskProcess(config=write_config(config_text), workdir=tmp_path,
+                           env=kiosk_env, screenshot_dir=SCREENSHOT_DIR)
+        started.append(app)
+        return app
+
+    yield start
+    for app in started:
+        app.close()

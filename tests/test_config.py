@@ -1,0 +1,93 @@
+"""The kiosk's TOML config: validated at start, with errors that name key and expectation."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from kiosk import config
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "kiosk.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_defaults_run_the_demo(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(config.ENV_VAR, raising=False)
+    cfg = config.load()
+    assert cfg.server_url == "http://127.0.0.1:8765"
+    assert cfg.recording.max_answer_s == 300
+    assert cfg.audio.input_device is None
+
+
+def test_full_file_is_read(tmp_path: Path) -> None:
+    path = _write(tmp_path, """
+data_dir = "kdata"
+server_url = "https://central.example/"
+recipients = ["age1pq1abc", "age1xyz"]
+languages = ["en", "ar"]
+[idle]
+warn_after_s = 45
+discard_after_s = 15
+[recording]
+max_answer_s = 120
+silence_threshold_dbfs = -45
+[audio]
+input_device = "USB Mic"
+output_device = 3
+""")
+    cfg = config.load(path)
+    assert cfg.data_dir == tmp_path / "kdata"
+    assert cfg.server_url == "https://central.example"
+    assert cfg.recipients == ("age1pq1abc", "age1xyz")
+    assert cfg.idle.warn_after_s == 45.0
+    assert cfg.recording.max_answer_s == 120.0
+    assert cfg.audio.input_device == "USB Mic" and cfg.audio.output_device == 3
+
+
+def test_env_var_chooses_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(config.ENV_VAR, str(_write(tmp_path, 'languages = ["fr"]\n')))
+    assert config.load().languages == ("fr",)
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ('[recording]\nmax_answer_s = "five minutes"\n',
+     "recording.max_answer_s must be a positive number of seconds, got 'five minutes' (str)"),
+    ("[idle]\nwarn_after_s = true\n",
+     "idle.warn_after_s must be a positive number of seconds, got True (bool)"),
+    ('recipients = "age1abc"\n', "recipients must be a list of strings, got 'age1abc' (str)"),
+    ('recipients = ["AGE-SECRET-KEY-1ABC"]\n', "recipients must be age recipients"),
+    ("server_url = 8765\n", "server_url must be a non-empty string, got 8765 (int)"),
+    ("[audio]\ninput_device = 1.5\n", "audio.input_device must be a device name (string) or"
+                                      " index (integer), got 1.5 (float)"),
+    ('recording = 3\n', "recording must be a table ([recording]), got 3 (int)"),
+    ('[recording]\nmax_seconds = 3\n', "unknown key recording.max_seconds"),
+    ('data_dir = "x"\ndata-dir = "y"\n', "unknown key data-dir"),
+    ('server_url = "x\n', "is not valid TOML"),
+])
+def test_bad_file_names_the_key_and_what_was_expected(tmp_path: Path, text: str,
+                                                      message: str) -> None:
+    with pytest.raises(config.ConfigError) as err:
+        config.load(_write(tmp_path, text))
+    assert message in str(err.value)
+    assert str(tmp_path / "kiosk.toml") in str(err.value)
+
+
+def test_kiosk_command_reports_a_wrong_type_and_exits(tmp_path: Path) -> None:
+    path = _write(tmp_path, '[recording]\nmax_answer_s = "long"\n')
+    done = subprocess.run([sys.executable, "-m", "kiosk", "--config", str(path),
+                           "check-audio"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        f"kiosk: bad configuration: {path}: recording.max_answer_s must be a positive"
+        " number of seconds, got 'long' (str)")
+
+
+def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(config.ConfigError, match="cannot read config file"):
+        config.load(tmp_path / "nope.toml")

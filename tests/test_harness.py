@@ -1,0 +1,40 @@
+"""The harness cleans up after itself: no daemon and no temporary directory left."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+from tests.harness.display import VirtualDisplay
+from tests.harness.pulse import VirtualAudio
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie is gone for our purposes once reaped by its parent.
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().split()[2] != "Z"
+
+
+def test_virtual_audio_stops_its_daemon_and_removes_its_directory() -> None:
+    audio = VirtualAudio()
+    audio.start()
+    pid = int((audio.runtime / "pid").read_text())
+    sinks = subprocess.run(["pactl", "list", "short", "sinks"], env=audio.full_env(),
+                           capture_output=True, text=True, check=True).stdout
+    assert "mic" in sinks and "speakers" in sinks
+    audio.stop()
+    assert not _alive(pid)
+    assert not audio.dir.exists()
+
+
+def test_virtual_display_stops() -> None:
+    display = VirtualDisplay()
+    assert display.start().startswith(":")
+    proc = display._proc
+    assert proc is not None
+    display.stop()
+    assert proc.poll() is not None
