@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -92,18 +93,40 @@ class VirtualAudio:
 
 
 class SpeakerRecording:
-    """A running ``parec`` on ``speakers.monitor``; ``stop()`` returns the samples."""
+    """A running ``parec`` on ``speakers.monitor``; ``stop()`` returns the samples.
+
+    parec writes a WAV file and is stopped with SIGINT, on which it flushes and closes
+    the file; killing a raw parec loses whatever it had buffered.
+    """
 
     def __init__(self, audio: VirtualAudio) -> None:
+        self._audio = audio
+        fd, name = tempfile.mkstemp(suffix=".wav", dir=audio.dir)
+        os.close(fd)
+        self._path = Path(name)
+        before = self._source_outputs()
         self._proc = subprocess.Popen(
             ["parec", "--device=speakers.monitor", "--format=s16le", f"--rate={RATE}",
-             "--channels=1", "--raw", "--latency-msec=20"],
-            env=audio.full_env(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+             "--channels=1", "--file-format=wav", "--latency-msec=20", str(self._path)],
+            env=audio.full_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # Return only once the recording stream is connected, so nothing played after
+        # this call is missed.
+        deadline = time.monotonic() + 10
+        while self._source_outputs() <= before:
+            if self._proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("parec did not start recording the speakers")
+            time.sleep(0.05)
+
+    def _source_outputs(self) -> int:
+        listing = self._audio._pactl("list", "short", "source-outputs")
+        return len(listing.splitlines())
 
     def stop(self) -> np.ndarray:
-        self._proc.terminate()
-        data, _ = self._proc.communicate(timeout=10)
-        return np.frombuffer(data[: len(data) // 2 * 2], dtype=np.int16)
+        self._proc.send_signal(signal.SIGINT)
+        self._proc.wait(10)
+        samples, _ = read_wav(self._path)
+        self._path.unlink()
+        return samples
 
 
 def read_wav(path: Path) -> tuple[np.ndarray, int]:
