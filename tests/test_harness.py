@@ -2,21 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 
 from tests.harness.display import VirtualDisplay
-from tests.harness.pulse import VirtualAudio
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie is gone for our purposes once reaped by its parent.
-    with open(f"/proc/{pid}/stat") as stat:
-        return stat.read().split()[2] != "Z"
+from tests.harness.pulse import VirtualAudio, process_alive
 
 
 def test_virtual_audio_stops_its_daemon_and_removes_its_directory() -> None:
@@ -27,7 +16,7 @@ def test_virtual_audio_stops_its_daemon_and_removes_its_directory() -> None:
                            capture_output=True, text=True, check=True).stdout
     assert "mic" in sinks and "speakers" in sinks
     audio.stop()
-    assert not _alive(pid)
+    assert not process_alive(pid)
     assert not audio.dir.exists()
 
 

@@ -71,13 +71,22 @@ class VirtualAudio:
             if player.poll() is None:
                 player.kill()
             player.wait()
+        pid = self._daemon_pid()
         subprocess.run(["pulseaudio", "--kill"], env=self.full_env(), capture_output=True,
                        timeout=10)
-        pid_file = self.runtime / "pid"
-        deadline = time.monotonic() + 5
-        while pid_file.exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
+        if pid is not None:
+            deadline = time.monotonic() + 10
+            while process_alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if process_alive(pid):
+                os.kill(pid, signal.SIGKILL)
         shutil.rmtree(self.dir, ignore_errors=True)
+
+    def _daemon_pid(self) -> int | None:
+        try:
+            return int((self.runtime / "pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
 
     # -- the fixtures' two halves ------------------------------------------------------
     def play_into_mic(self, wav: Path) -> subprocess.Popen[bytes]:
@@ -127,6 +136,15 @@ class SpeakerRecording:
         samples, _ = read_wav(self._path)
         self._path.unlink()
         return samples
+
+
+def process_alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie waiting for its parent counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 def read_wav(path: Path) -> tuple[np.ndarray, int]:
