@@ -18,19 +18,44 @@ from pathlib import Path
 import httpx
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
 BIN = REPO / ".venv" / "bin"
 
 
+def make_identity(path: Path) -> str:
+    """Create (once) a post-quantum identity file; return its recipient (age1pq1...)."""
+    from sync.envelope import format_identity_file, parse_identity_file
+    from sync.envelope.mlkem import MlkemIdentity
+
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(format_identity_file(MlkemIdentity.generate()))
+    (identity,) = parse_identity_file(path.read_text(encoding="utf-8"))
+    return str(identity.recipient())
+
+
 def make_demo_data(root: Path, port: int) -> Path:
-    """Create (once) the central data directory and the kiosk config; return the config."""
+    """Create (once) the central data directory, the demo keys and the kiosk config.
+
+    The vetting team's and the escrow identity are post-quantum (mlkem768x25519), as
+    every real key is. In the demo they sit in demo-data/team/ so that a tester can open
+    what the kiosk sealed; in real use they live on the vetting workstations and
+    offline, never on a kiosk.
+    """
     central = root / "central"
     subprocess.run([BIN / "central", "init", "--data", str(central)], check=True)
+    team = make_identity(root / "team" / "vetting-team.key")
+    escrow = make_identity(root / "team" / "escrow.key")
     config = root / "kiosk.toml"
     if not config.exists():
         config.write_text(
-            "# Demo kiosk: data under demo-data/kiosk, the demo service on loopback.\n"
+            "# Demo kiosk: data under demo-data/kiosk, the demo service on loopback,\n"
+            "# sealing to the demo vetting team and escrow keys (post-quantum).\n"
             'data_dir = "kiosk"\n'
-            f'server_url = "http://127.0.0.1:{port}"\n', encoding="utf-8")
+            f'server_url = "http://127.0.0.1:{port}"\n'
+            f'recipients = ["{team}", "{escrow}"]\n', encoding="utf-8")
     return config
 
 

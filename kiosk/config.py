@@ -14,6 +14,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from sync.envelope import KeyFormatError, parse_recipient
+
 ENV_VAR = "KIOSK_CONFIG"
 DEFAULT_DATA_DIR = Path("demo-data") / "kiosk"
 DEFAULT_SERVER_URL = "http://127.0.0.1:8765"
@@ -135,9 +137,12 @@ def parse(raw: dict[str, Any], *, base_dir: Path, source: Path | None = None) ->
         values["server_url"] = url.rstrip("/")
     if "recipients" in raw:
         recipients = _string_list("recipients", raw["recipients"])
-        for r in recipients:
-            if not r.startswith("age1"):
-                raise ConfigError(f"recipients must be age recipients (age1...), got {r!r}")
+        for i, text in enumerate(recipients):
+            try:
+                parse_recipient(text)
+            except KeyFormatError:
+                raise ConfigError(f"recipients[{i}] must be an age recipient (age1... or"
+                                  f" age1pq1...), got {text[:24]!r}...") from None
         values["recipients"] = recipients
     if "languages" in raw:
         values["languages"] = _string_list("languages", raw["languages"])

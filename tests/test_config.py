@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 
 from kiosk import config
+from sync.envelope import X25519Identity
+from sync.envelope.mlkem import MlkemIdentity
 
 
 def _write(tmp_path: Path, text: str) -> Path:
@@ -26,10 +28,12 @@ def test_defaults_run_the_demo(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_full_file_is_read(tmp_path: Path) -> None:
-    path = _write(tmp_path, """
+    pq = str(MlkemIdentity.generate().recipient())
+    classic = str(X25519Identity.generate().recipient())
+    path = _write(tmp_path, f"""
 data_dir = "kdata"
 server_url = "https://central.example/"
-recipients = ["age1pq1abc", "age1xyz"]
+recipients = ["{pq}", "{classic}"]
 languages = ["en", "ar"]
 [idle]
 warn_after_s = 45
@@ -44,7 +48,7 @@ output_device = 3
     cfg = config.load(path)
     assert cfg.data_dir == tmp_path / "kdata"
     assert cfg.server_url == "https://central.example"
-    assert cfg.recipients == ("age1pq1abc", "age1xyz")
+    assert cfg.recipients == (pq, classic)
     assert cfg.idle.warn_after_s == 45.0
     assert cfg.recording.max_answer_s == 120.0
     assert cfg.audio.input_device == "USB Mic" and cfg.audio.output_device == 3
@@ -61,7 +65,8 @@ def test_env_var_chooses_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     ("[idle]\nwarn_after_s = true\n",
      "idle.warn_after_s must be a positive number of seconds, got True (bool)"),
     ('recipients = "age1abc"\n', "recipients must be a list of strings, got 'age1abc' (str)"),
-    ('recipients = ["AGE-SECRET-KEY-1ABC"]\n', "recipients must be age recipients"),
+    ('recipients = ["AGE-SECRET-KEY-1ABC"]\n', "recipients[0] must be an age recipient"),
+    ('recipients = ["age1qqqqqqqqqqqqqqqqqqqqqqqq"]\n', "recipients[0] must be an age recipient"),
     ("server_url = 8765\n", "server_url must be a non-empty string, got 8765 (int)"),
     ("[audio]\ninput_device = 1.5\n", "audio.input_device must be a device name (string) or"
                                       " index (integer), got 1.5 (float)"),

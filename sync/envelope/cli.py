@@ -1,0 +1,204 @@
+"""``python -m sync.envelope``: age's verbs on our implementation.
+
+::
+
+    keygen  [-o FILE] [--pq]
+    encrypt -r RECIPIENT... [-R RECIPIENTS_FILE]... [-o OUT] [IN]
+    decrypt -i IDENTITY_FILE... [-o OUT] [IN]
+
+``-`` means standard input or output. Any failure prints one line on stderr
+and exits non-zero; a partly written output file is deleted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+from collections.abc import Iterator
+from typing import BinaryIO, NoReturn
+
+from .errors import (
+    EnvelopeError,
+    HeaderError,
+    HmacError,
+    KeyFormatError,
+    NoIdentityMatchError,
+    PayloadError,
+    TruncatedError,
+)
+from .keys import _mlkem, format_identity_file, parse_identity_file, parse_recipient
+from .keys import parse_recipients_file as _parse_recipients_file
+from .reader import decrypt_stream
+from .stanza import Identity, Recipient
+from .writer import encrypt_stream
+from .x25519 import X25519Identity
+
+PROG = "python -m sync.envelope"
+
+
+class _Failure(Exception):
+    """A failure already phrased for the user."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        print(f"{PROG}: error: {message} (see --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog=PROG, description="age v1 files, implemented on cryptography")
+    verbs = parser.add_subparsers(dest="verb", required=True, parser_class=_Parser)
+
+    keygen = verbs.add_parser("keygen", help="make an identity (prints its recipient on stderr)")
+    keygen.add_argument("-o", "--output", metavar="FILE", help="write the identity to FILE")
+    keygen.add_argument("--pq", action="store_true", help="a post-quantum hybrid identity")
+
+    encrypt = verbs.add_parser("encrypt", help="encrypt to recipients")
+    encrypt.add_argument("-r", "--recipient", action="append", default=[], metavar="RECIPIENT")
+    encrypt.add_argument(
+        "-R", "--recipients-file", action="append", default=[], metavar="RECIPIENTS_FILE"
+    )
+    encrypt.add_argument("-o", "--output", default="-", metavar="OUT")
+    encrypt.add_argument("input", nargs="?", default="-", metavar="IN")
+
+    decrypt = verbs.add_parser("decrypt", help="decrypt with identities")
+    decrypt.add_argument(
+        "-i", "--identity", action="append", default=[], metavar="IDENTITY_FILE", required=True
+    )
+    decrypt.add_argument("-o", "--output", default="-", metavar="OUT")
+    decrypt.add_argument("input", nargs="?", default="-", metavar="IN")
+    return parser
+
+
+def _read_text(name: str, what: str) -> str:
+    try:
+        if name == "-":
+            return sys.stdin.read()
+        with open(name, encoding="utf-8") as fh:
+            return fh.read()
+    except UnicodeDecodeError:
+        raise _Failure(f"{what} {name} is not UTF-8 text") from None
+
+
+@contextlib.contextmanager
+def _input(name: str) -> Iterator[BinaryIO]:
+    if name == "-":
+        yield sys.stdin.buffer
+        return
+    with open(name, "rb") as fh:
+        yield fh
+
+
+class _LazyFile:
+    """An output file opened at the first write, as age does.
+
+    A header failure then leaves an existing OUT untouched, and a failure
+    later removes the partial output (which for decrypt is plaintext).
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._fh: BinaryIO | None = None
+
+    def write(self, data: bytes | memoryview) -> int:
+        if self._fh is None:
+            self._fh = open(self.name, "wb")  # noqa: SIM115 - closed in finish/discard
+        return self._fh.write(data)
+
+    def finish(self) -> None:
+        if self._fh is None:  # empty output still makes the file
+            self.write(b"")
+        assert self._fh is not None
+        self._fh.close()
+
+    def discard(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            with contextlib.suppress(OSError):
+                os.unlink(self.name)
+
+
+@contextlib.contextmanager
+def _output(name: str, *, binary_to_terminal_ok: bool) -> Iterator[BinaryIO]:
+    if name == "-":
+        if not binary_to_terminal_ok and sys.stdout.isatty():
+            raise _Failure("refusing to write binary age data to a terminal; use -o")
+        yield sys.stdout.buffer
+        sys.stdout.buffer.flush()
+        return
+    out = _LazyFile(name)
+    try:
+        yield out  # type: ignore[misc]
+        out.finish()
+    except BaseException:
+        out.discard()
+        raise
+
+
+def _keygen(args: argparse.Namespace) -> None:
+    identity: Identity = _mlkem().MlkemIdentity.generate() if args.pq else X25519Identity.generate()
+    text = format_identity_file(identity)
+    if args.output:
+        try:
+            fd = os.open(args.output, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            raise _Failure(f"{args.output} already exists; not overwriting a key file") from None
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+    else:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    print(f"Public key: {identity.recipient()}", file=sys.stderr)
+
+
+def _encrypt(args: argparse.Namespace) -> None:
+    if args.input == "-" and "-" in args.recipients_file:
+        raise _Failure("standard input cannot be both the input and a recipients file")
+    recipients: list[Recipient] = [parse_recipient(r) for r in args.recipient]
+    for name in args.recipients_file:
+        recipients += _parse_recipients_file(_read_text(name, "recipients file"))
+    if not recipients:
+        raise _Failure("no recipients: use -r or -R")
+    with _input(args.input) as src, _output(args.output, binary_to_terminal_ok=False) as dst:
+        encrypt_stream(src, dst, recipients)
+
+
+def _decrypt(args: argparse.Namespace) -> None:
+    if args.input == "-" and "-" in args.identity:
+        raise _Failure("standard input cannot be both the input and an identity file")
+    identities: list[Identity] = []
+    for name in args.identity:
+        identities += parse_identity_file(_read_text(name, "identity file"))
+    with _input(args.input) as src, _output(args.output, binary_to_terminal_ok=True) as dst:
+        decrypt_stream(src, dst, identities=identities)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, TruncatedError):
+        return f"truncated file: {exc}"
+    if isinstance(exc, PayloadError):
+        return f"damaged payload: {exc}"
+    if isinstance(exc, HmacError):
+        return f"bad header: {exc}"
+    if isinstance(exc, HeaderError):
+        return f"bad header: {exc}"
+    if isinstance(exc, NoIdentityMatchError):
+        return str(exc)
+    if isinstance(exc, OSError):
+        where = f"{exc.filename}: " if exc.filename else ""
+        return f"{where}{exc.strerror or exc}"
+    return str(exc)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        {"keygen": _keygen, "encrypt": _encrypt, "decrypt": _decrypt}[args.verb](args)
+    except (_Failure, EnvelopeError, KeyFormatError, OSError, ValueError) as exc:
+        message = " ".join(_describe(exc).split())  # exactly one line
+        print(f"{PROG}: error: {message}", file=sys.stderr)
+        return 1
+    return 0
