@@ -1,4 +1,4 @@
-"""The ``kiosk`` command: ``run`` (the default) and ``check-audio``."""
+"""The ``kiosk`` command: ``run`` (the default), ``status`` and ``check-audio``."""
 
 from __future__ import annotations
 
@@ -25,6 +25,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--screenshot", metavar="PNG", type=Path,
                      help="save a screenshot of the first screen to PNG, then quit")
     run.add_argument("--fullscreen", action="store_true", help="take the whole screen")
+    status = sub.add_parser("status", help="what staff need to know about this kiosk")
+    status.add_argument("--json", action="store_true", help="print the status as JSON")
     check = sub.add_parser("check-audio", help="check the microphone and the speakers")
     check.add_argument("--seconds", type=float, default=3.0,
                        help="how long to record (default 3)")
@@ -56,6 +58,20 @@ def _check_audio(cfg: config_mod.KioskConfig, args: argparse.Namespace) -> int:
     return 0
 
 
+def _status(cfg: config_mod.KioskConfig, args: argparse.Namespace) -> int:
+    from .status import sealing_status
+
+    sealing = sealing_status(cfg.recipients)
+    if args.json:
+        print(json.dumps({"data_dir": str(cfg.data_dir), "server_url": cfg.server_url,
+                          "sealing": sealing}))
+        return 0
+    print(f"Data directory: {cfg.data_dir}")
+    print(f"Central service: {cfg.server_url}")
+    print(f"Sealing: {sealing['summary']}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -67,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     command = args.command or "run"
     if command == "check-audio":
         return _check_audio(cfg, args)
+    if command == "status":
+        return _status(cfg, args)
     from .app import run_app
 
     return run_app(cfg, screenshot=getattr(args, "screenshot", None),
