@@ -1,0 +1,219 @@
+"""Key custody for one defender's session: the file keys of its parts, in one place.
+
+Every part is sealed to the vetting team, and also openable with its own random file
+key, which the kiosk needs for "listen back". Those keys live only here, in RAM, for
+as long as the session lasts:
+
+* :meth:`SessionCustody.discard` (abandon, idle timeout, "start again") deletes the
+  session's parts and store rows and drops the keys;
+* :meth:`SessionCustody.submit` seals the manifest, commits the submission, and drops
+  the keys.
+
+After either, the parts open only with the team's identity. "Drops" means the key
+buffers are zeroed and forgotten; Python cannot promise that no transient copy was
+left in freed memory (swap is off on deployed kiosks, see DESIGN.md), but no live
+object of the kiosk can open a part any more, which tests/test_custody.py checks.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from . import logs
+from .audio.player import SealedPart
+from .audio.recorder import Recorder, Take, TakeResult
+from .ids import new_submission_id
+from .store import PartRecord, Store
+
+log = logging.getLogger("kiosk.custody")
+
+OUTBOX = "outbox"
+MANIFEST_NAME = "manifest.json"
+_PROMPT_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
+
+
+class CustodyClosed(RuntimeError):
+    """The session was submitted or discarded: its keys are gone."""
+
+
+class SessionCustody:
+    """The parts and file keys of one submission in the making."""
+
+    def __init__(self, *, data_dir: Path, store: Store, recipients: Iterable[Any],
+                 submission_id: str | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.submission_id = submission_id or new_submission_id()
+        self.directory = data_dir / OUTBOX / self.submission_id
+        self.store = store
+        self.recipients = list(recipients)
+        if not self.recipients:
+            raise ValueError("no recipients to seal to")
+        self.clock = clock
+        self._lock = threading.RLock()
+        self._keys: dict[str, bytearray] = {}
+        self._takes: dict[str, Take] = {}  # recording now, or not yet handed over
+        self._counter = 0
+        self._closed: str | None = None  # "submitted" or "discarded"
+        self._opened = False
+
+    # -- recording -------------------------------------------------------------------
+    def record(self, recorder: Recorder, prompt_id: str, *,
+               on_end: Callable[[str, TakeResult], None] | None = None) -> tuple[str, Take]:
+        """Start a take for ``prompt_id``; returns the part's name and the take.
+
+        ``on_end(name, result)`` runs on the take's writer thread once the part is
+        sealed and recorded here (or found to be lost).
+        """
+        if not _PROMPT_ID.match(prompt_id):
+            raise ValueError("prompt ids are short lower-case identifiers")
+        with self._lock:
+            self._check_open()
+            if not self._opened:
+                # The row first: a crash from here on leaves a part that the start-up
+                # sweep knows belongs to an unsubmitted submission.
+                self.store.open_submission(self.submission_id, now=self.clock())
+                self.directory.mkdir(parents=True, exist_ok=True)
+                self._opened = True
+            self._counter += 1
+            name = f"{prompt_id}-{self._counter}"
+            path = self.directory / f"{name}.age"
+
+            def ended(result: TakeResult) -> None:
+                self._take_ended(name, prompt_id, result)
+                if on_end is not None:
+                    on_end(name, result)
+
+            take = recorder.start(path, self.recipients, on_end=ended)
+            # The key goes into custody now, so that a discard mid-take drops it too.
+            self._keys[name] = bytearray(take.file_key)
+            self._takes[name] = take
+            return name, take
+
+    def _take_ended(self, name: str, prompt_id: str, result: TakeResult) -> None:
+        with self._lock:
+            self._takes.pop(name, None)
+            if result.sealed is None or self._closed is not None:
+                self._drop_key(name)
+                return
+            self.store.add_part(PartRecord(
+                submission_id=self.submission_id, name=name, prompt_id=prompt_id,
+                duration_s=round(result.duration_s, 3), sample_rate=result.samplerate,
+                frames=result.frames, overflows=result.overflows, size=result.sealed.size,
+                sha256=result.sealed.sha256, opus_bytes=result.opus_bytes,
+                end_reason=result.reason.value, silent=result.silent,
+                created_at=self.clock()))
+
+    # -- review and re-record -----------------------------------------------------------
+    def parts(self) -> list[PartRecord]:
+        return self.store.parts(self.submission_id)
+
+    def review_source(self, name: str) -> SealedPart:
+        """What the player needs to play part ``name`` back to the defender."""
+        with self._lock:
+            self._check_open()
+            if name not in self._keys or name in self._takes:
+                raise KeyError(name)
+            return SealedPart(self.directory / f"{name}.age", self._keys[name])
+
+    def drop_part(self, name: str) -> None:
+        """Delete one part (the defender re-records that answer)."""
+        with self._lock:
+            self._check_open()
+            take = self._takes.pop(name, None)
+        if take is not None:
+            take.abort()
+        with self._lock:
+            (self.directory / f"{name}.age").unlink(missing_ok=True)
+            (self.directory / f"{name}.age.part").unlink(missing_ok=True)
+            self.store.remove_part(self.submission_id, name)
+            self._drop_key(name)
+
+    # -- the two ways a session ends ----------------------------------------------------
+    def discard(self) -> None:
+        """Delete every part of this session, its rows, and its keys."""
+        with self._lock:
+            if self._closed == "discarded":
+                return
+            if self._closed == "submitted":
+                raise CustodyClosed("a submitted session cannot be discarded")
+            self._closed = "discarded"
+            takes = list(self._takes.values())
+            self._takes.clear()
+        for take in takes:
+            take.abort()
+        with self._lock:
+            self._drop_all_keys()
+            shutil.rmtree(self.directory, ignore_errors=True)
+            self.store.delete_submission(self.submission_id)
+        logs.event(log, "session_discarded", submission=self.submission_id)
+
+    def submit(self, manifest: Mapping[str, Any]) -> Path:
+        """Seal ``manifest`` with the parts' metadata, commit, drop the keys.
+
+        Returns the sealed manifest's path. The manifest holds what the defender gave
+        (name or "Anonymous", consent, answers' metadata...): it exists in clear only
+        in RAM and is written sealed to the same recipients as the parts.
+        """
+        from sync.envelope import EnvelopeWriter
+
+        with self._lock:
+            self._check_open()
+            if self._takes:
+                raise RuntimeError("a take is still recording; stop it before submitting")
+            parts = self.parts()
+            if not parts:
+                raise RuntimeError("nothing was recorded")
+            document = {
+                **manifest,
+                "submission_id": self.submission_id,
+                "parts": [{"name": p.name, "prompt_id": p.prompt_id,
+                           "file": f"{p.name}.age", "duration_s": p.duration_s,
+                           "size": p.size, "sha256": p.sha256, "overflows": p.overflows}
+                          for p in parts],
+            }
+            data = bytearray(json.dumps(document, ensure_ascii=False,
+                                        sort_keys=True).encode("utf-8"))
+            path = self.directory / f"{MANIFEST_NAME}.age"
+            path.unlink(missing_ok=True)  # an earlier attempt that failed to commit
+            writer = EnvelopeWriter(path, self.recipients)
+            try:
+                writer.write(data)
+                sealed = writer.close()
+            except BaseException:
+                writer.abort()
+                raise
+            finally:
+                data[:] = bytes(len(data))
+                del writer
+            self.store.mark_submitted(self.submission_id, manifest_size=sealed.size,
+                                      manifest_sha256=sealed.sha256, now=self.clock())
+            self._closed = "submitted"
+            self._drop_all_keys()
+        logs.event(log, "session_submitted", submission=self.submission_id, parts=len(parts))
+        return sealed.path
+
+    @property
+    def closed(self) -> bool:
+        return self._closed is not None
+
+    # -- keys -------------------------------------------------------------------------
+    def _check_open(self) -> None:
+        if self._closed is not None:
+            raise CustodyClosed(f"this session was {self._closed}; its keys are gone")
+
+    def _drop_key(self, name: str) -> None:
+        key = self._keys.pop(name, None)
+        if key is not None:
+            key[:] = bytes(len(key))
+
+    def _drop_all_keys(self) -> None:
+        for name in list(self._keys):
+            self._drop_key(name)
