@@ -13,6 +13,8 @@ from pathlib import Path
 
 from . import logs
 from .config import KioskConfig
+from .outbox_cleanup import sweep
+from .store import Store
 
 log = logging.getLogger("kiosk.app")
 
@@ -30,6 +32,10 @@ def _prepare_kivy_environment(cfg: KioskConfig) -> None:
 
 def run_app(cfg: KioskConfig, *, screenshot: Path | None = None,
             fullscreen: bool = False) -> int:
+    # Before any screen shows: whatever a crash or a power cut left of an unsubmitted
+    # session (sealed parts, .part files) is deleted, as DESIGN.md's start-up rule says.
+    store = Store.in_data_dir(cfg.data_dir)
+    sweep(cfg.data_dir, store)
     _prepare_kivy_environment(cfg)
     from kivy.config import Config
 
@@ -45,8 +51,11 @@ def run_app(cfg: KioskConfig, *, screenshot: Path | None = None,
 
     from .kivy_app import KioskApp
 
-    app = KioskApp(cfg, screenshot=screenshot)
+    app = KioskApp(cfg, store=store, screenshot=screenshot)
     logs.event(log, "app_start")
-    app.run()
+    try:
+        app.run()
+    finally:
+        store.close()
     logs.event(log, "app_stop")
     return app.exit_code

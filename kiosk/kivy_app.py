@@ -15,6 +15,7 @@ from kivy.uix.screenmanager import FadeTransition, ScreenManager
 from . import logs
 from .config import KioskConfig
 from .screens import attract
+from .store import Store
 
 log = logging.getLogger("kiosk.app")
 
@@ -27,9 +28,12 @@ class KioskApp(App):
     #: The project's name as screens show it.
     project_name = StringProperty("I Defend Rights")
 
-    def __init__(self, cfg: KioskConfig, *, screenshot: Path | None = None) -> None:
+    def __init__(self, cfg: KioskConfig, *, store: Store,
+                 screenshot: Path | None = None) -> None:
         super().__init__()
         self.cfg = cfg
+        #: The local queue state (ids, sizes, hashes, states; nothing personal).
+        self.store = store
         self.exit_code = 0
         self._screenshot = screenshot
         self._driver = None
