@@ -50,22 +50,6 @@ class BadSignatureError(Exception):
     """The signature does not verify for this key, context and message."""
 
 
-def _decode(text: str, hrp: str, size: int, what: str, *, upper: bool) -> bytes:
-    if not isinstance(text, str):
-        raise KeyFormatError(f"{what} must be a string")
-    if text != (text.upper() if upper else text.lower()):
-        raise KeyFormatError(f"{what} must be {'upper' if upper else 'lower'} case")
-    try:
-        found, data = bech32.decode(text)
-    except bech32.Bech32Error as exc:
-        raise KeyFormatError(f"malformed {what}: {exc}") from None
-    if found != hrp:
-        raise KeyFormatError(f"not a {what}")
-    if len(data) != size:
-        raise KeyFormatError(f"{what} has the wrong length")
-    return data
-
-
 def _signed_message(message: bytes, context: str) -> bytes:
     encoded = context.encode("ascii") if context.isascii() else b""
     if not encoded or b"\x00" in encoded:
@@ -83,7 +67,7 @@ class Signature:
 
     @classmethod
     def parse(cls, text: str) -> Signature:
-        return cls(_decode(text, SIGNATURE_HRP, 64, "signature", upper=False))
+        return cls(bech32.decode_key(text, SIGNATURE_HRP, upper=False, what="signature", size=64))
 
     def __str__(self) -> str:
         return bech32.encode(SIGNATURE_HRP, self.raw)
@@ -112,7 +96,7 @@ class VerifyKey:
 
     @classmethod
     def parse(cls, text: str) -> VerifyKey:
-        return cls(_decode(text, VERIFY_KEY_HRP, 32, "verify key", upper=False))
+        return cls(bech32.decode_key(text, VERIFY_KEY_HRP, upper=False, what="verify key", size=32))
 
     @property
     def key_id(self) -> str:
@@ -162,7 +146,8 @@ class SigningKey:
     @classmethod
     def parse(cls, text: str) -> SigningKey:
         # Messages never quote the text: it is a secret.
-        return cls(_decode(text, SIGNING_KEY_HRP, 32, "signing key", upper=True))
+        return cls(bech32.decode_key(text, SIGNING_KEY_HRP, upper=True, what="signing key",
+                                     size=32))
 
     def sign(self, message: bytes, *, context: str) -> Signature:
         return Signature(self._key.sign(_signed_message(message, context)))

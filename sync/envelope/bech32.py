@@ -84,3 +84,28 @@ def decode(text: str) -> tuple[str, bytes]:
     if _polymod(_hrp_expand(hrp) + values) != 1:
         raise Bech32Error("bad checksum")
     return hrp, bytes(_convert_bits(values[:-6], 5, 8, False))
+
+
+def decode_key(text: str, hrp: str, *, upper: bool, what: str, size: int | None = None) -> bytes:
+    """Decode a key or signature string of one exact kind, as age spells them.
+
+    Only the canonical case is accepted (age and typage require it, and accepting
+    more would let two strings name one key); the human-readable part must be ``hrp``
+    and, when ``size`` is given, the payload that many bytes. Errors never quote the
+    text: it may be a secret key.
+    """
+    from .errors import KeyFormatError
+
+    if not isinstance(text, str):
+        raise KeyFormatError(f"{what} must be a string")
+    if text != (text.upper() if upper else text.lower()):
+        raise KeyFormatError(f"{what} must be {'upper' if upper else 'lower'} case")
+    try:
+        found, data = decode(text)
+    except Bech32Error as exc:
+        raise KeyFormatError(f"malformed {what}: {exc}") from None
+    if found != hrp:
+        raise KeyFormatError(f"not a {what}")
+    if size is not None and len(data) != size:
+        raise KeyFormatError(f"{what} has the wrong length")
+    return data

@@ -56,17 +56,8 @@ class X25519Recipient:
 
     @classmethod
     def parse(cls, text: str) -> X25519Recipient:
-        if text != text.lower():
-            raise KeyFormatError("age recipient must be lower case")
-        try:
-            hrp, data = bech32.decode(text)
-        except bech32.Bech32Error as exc:
-            raise KeyFormatError(f"malformed age recipient: {exc}") from None
-        if hrp != RECIPIENT_HRP:
-            raise KeyFormatError("not an X25519 age recipient (expected age1...)")
-        if len(data) != _KEY_SIZE:
-            raise KeyFormatError("X25519 recipient has the wrong length")
-        return cls(data)
+        return cls(bech32.decode_key(text, RECIPIENT_HRP, upper=False, size=_KEY_SIZE,
+                                     what="X25519 age recipient (age1...)"))
 
     @property
     def public_bytes(self) -> bytes:
@@ -108,17 +99,8 @@ class X25519Identity:
     @classmethod
     def parse(cls, text: str) -> X25519Identity:
         # Messages never quote the text: it is a secret key.
-        if text != text.upper():
-            raise KeyFormatError("age secret key must be upper case")
-        try:
-            hrp, data = bech32.decode(text)
-        except bech32.Bech32Error as exc:
-            raise KeyFormatError(f"malformed age secret key: {exc}") from None
-        if hrp != IDENTITY_HRP:
-            raise KeyFormatError("not an X25519 age secret key (expected AGE-SECRET-KEY-1...)")
-        if len(data) != _KEY_SIZE:
-            raise KeyFormatError("X25519 secret key has the wrong length")
-        return cls(data)
+        return cls(bech32.decode_key(text, IDENTITY_HRP, upper=True, size=_KEY_SIZE,
+                                     what="X25519 age secret key (AGE-SECRET-KEY-1...)"))
 
     def recipient(self) -> X25519Recipient:
         return X25519Recipient(self._public)
