@@ -40,3 +40,22 @@ def decode(text: str | bytes) -> bytes:
     if base64.b64encode(data).rstrip(b"=") != raw:
         raise Base64Error("non-canonical base64")
     return data
+
+
+def decode_stanza_arg(args: tuple[str, ...], size: int, what: str) -> bytes:
+    """The one argument of a recipient stanza, decoded and exactly ``size`` bytes.
+
+    X25519 and mlkem768x25519 stanzas share this rule; a breach is a HeaderError
+    (the age spec makes a malformed stanza of a known type fatal, not "no match").
+    """
+    from .errors import HeaderError
+
+    if len(args) != 1:
+        raise HeaderError(f"{what} stanza must have exactly one argument")
+    try:
+        raw = decode(args[0])
+    except Base64Error as exc:
+        raise HeaderError(f"{what} stanza argument: {exc}") from None
+    if len(raw) != size:
+        raise HeaderError(f"{what} stanza argument must be {size} bytes, got {len(raw)}")
+    return raw

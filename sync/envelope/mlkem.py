@@ -228,14 +228,7 @@ def _parse_stanza(stanza: Stanza, x25519_key: x25519.X25519PrivateKey) -> tuple[
     Failures are HeaderError, not "no match": the age spec makes a malformed
     stanza of a known type fatal, so that no two parsers disagree on a file.
     """
-    if len(stanza.args) != 1:
-        raise HeaderError("mlkem768x25519 stanza must have exactly one argument")
-    try:
-        enc = b64.decode(stanza.args[0])
-    except b64.Base64Error as exc:
-        raise HeaderError(f"mlkem768x25519 stanza argument: {exc}") from None
-    if len(enc) != ENC_SIZE:
-        raise HeaderError(f"mlkem768x25519 enc must be {ENC_SIZE} bytes, got {len(enc)}")
+    enc = b64.decode_stanza_arg(stanza.args, ENC_SIZE, STANZA_TYPE)
     # An exact body length also stops an over-long "file key" before any
     # decryption is attempted (C2SP hybrid_long_file_key).
     if len(stanza.body) != BODY_SIZE:

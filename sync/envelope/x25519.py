@@ -111,14 +111,7 @@ class X25519Identity:
                 continue
             # A malformed stanza of our own type is a hard error, as in the
             # age spec: skipping it could hide an attack on other readers.
-            if len(stanza.args) != 1:
-                raise HeaderError("invalid X25519 stanza: expected one argument")
-            try:
-                share = b64.decode(stanza.args[0])
-            except b64.Base64Error as exc:
-                raise HeaderError(f"invalid X25519 stanza share: {exc}") from None
-            if len(share) != _KEY_SIZE:
-                raise HeaderError("invalid X25519 stanza: share is not 32 bytes")
+            share = b64.decode_stanza_arg(stanza.args, _KEY_SIZE, STANZA_TYPE)
             # Check the length before decrypting: a longer body must not be
             # accepted as a longer file key.
             if len(stanza.body) != _FILE_KEY_SIZE + 16:
