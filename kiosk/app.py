@@ -13,8 +13,8 @@ from pathlib import Path
 
 from . import logs
 from .config import KioskConfig
-from .outbox_cleanup import sweep
-from .store import Store
+from .vault.store import Store
+from .vault.sweep import sweep
 
 log = logging.getLogger("kiosk.app")
 

@@ -16,6 +16,8 @@ from typing import Any
 
 from sync.envelope import KeyFormatError, parse_recipient
 
+from .audio.opus import DEFAULT_KBPS, MAX_KBPS, MIN_KBPS
+
 ENV_VAR = "KIOSK_CONFIG"
 DEFAULT_DATA_DIR = Path("demo-data") / "kiosk"
 DEFAULT_SERVER_URL = "http://127.0.0.1:8765"
@@ -39,6 +41,8 @@ class RecordingConfig:
     max_answer_s: float = 300.0
     #: A take whose level never rises above this is reported as "we could not hear you".
     silence_threshold_dbfs: float = -50.0
+    #: The Opus encoder's target bitrate for speech (see kiosk/audio/opus.py).
+    opus_bitrate_kbps: float = DEFAULT_KBPS
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,10 @@ class KioskConfig:
     #: age recipients (age1... or age1pq1...) that submissions are sealed to until a
     #: signed catalog supplies them.
     recipients: tuple[str, ...] = ()
+    #: Sealing to post-quantum and classic X25519 recipients at once undoes the
+    #: post-quantum protection, so a config that mixes them is refused unless this says
+    #: it is meant.
+    allow_classic_recipients: bool = False
     languages: tuple[str, ...] = ("en", "es", "fr", "ar")
     idle: IdleConfig = field(default_factory=IdleConfig)
     recording: RecordingConfig = field(default_factory=RecordingConfig)
@@ -93,6 +101,30 @@ def _string_list(key: str, value: Any) -> tuple[str, ...]:
         raise ConfigError(f"{key} must be a list of strings, got {value!r}"
                           f" ({_type_name(value)})")
     return tuple(value)
+
+
+def _bitrate(key: str, value: Any) -> float:
+    if (isinstance(value, bool) or not isinstance(value, int | float)
+            or not MIN_KBPS <= value <= MAX_KBPS):
+        raise ConfigError(f"{key} must be a bitrate in kbit/s from {MIN_KBPS:g} to"
+                          f" {MAX_KBPS:g}, got {value!r} ({_type_name(value)})")
+    return float(value)
+
+
+def _boolean(key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{key} must be true or false, got {value!r} ({_type_name(value)})")
+    return value
+
+
+def _check_recipient_mix(recipients: tuple[str, ...], allow_classic: bool) -> None:
+    kinds = {parse_recipient(text).post_quantum for text in recipients}
+    if len(kinds) > 1 and not allow_classic:
+        raise ConfigError(
+            "recipients mixes post-quantum (age1pq1...) and classic X25519 (age1...) keys:"
+            " a file sealed to both is only as safe as the classic key, so every recording"
+            " would lose its post-quantum protection. Use only age1pq1... recipients, or set"
+            " allow_classic_recipients = true if this is meant.")
 
 
 def _device(key: str, value: Any) -> str | int | None:
@@ -144,6 +176,11 @@ def parse(raw: dict[str, Any], *, base_dir: Path, source: Path | None = None) ->
                 raise ConfigError(f"recipients[{i}] must be an age recipient (age1... or"
                                   f" age1pq1...), got {text[:24]!r}...") from None
         values["recipients"] = recipients
+    if "allow_classic_recipients" in raw:
+        values["allow_classic_recipients"] = _boolean("allow_classic_recipients",
+                                                      raw["allow_classic_recipients"])
+    _check_recipient_mix(values.get("recipients", ()),
+                         values.get("allow_classic_recipients", False))
     if "languages" in raw:
         values["languages"] = _string_list("languages", raw["languages"])
         if not values["languages"]:
@@ -151,7 +188,8 @@ def parse(raw: dict[str, Any], *, base_dir: Path, source: Path | None = None) ->
     values["idle"] = _section("idle", raw, IdleConfig, {
         "warn_after_s": _positive_number, "discard_after_s": _positive_number})
     values["recording"] = _section("recording", raw, RecordingConfig, {
-        "max_answer_s": _positive_number, "silence_threshold_dbfs": _number})
+        "max_answer_s": _positive_number, "silence_threshold_dbfs": _number,
+        "opus_bitrate_kbps": _bitrate})
     values["audio"] = _section("audio", raw, AudioConfig, {
         "input_device": _device, "output_device": _device})
     return KioskConfig(**values)

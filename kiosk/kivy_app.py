@@ -15,7 +15,7 @@ from kivy.uix.screenmanager import FadeTransition, ScreenManager
 from . import logs
 from .config import KioskConfig
 from .screens import attract
-from .store import Store
+from .vault.store import Store
 
 log = logging.getLogger("kiosk.app")
 

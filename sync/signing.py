@@ -13,6 +13,12 @@ verify key (public)   ``idrverify1...``         32-byte Ed25519 public key
 signature             ``idrsig1...``            64-byte Ed25519 signature
 ====================  =======================  ==========================
 
+A verify key must be the canonical encoding of an Ed25519 point of large
+order. The all-zero key, the identity and the other small-order points (and
+the non-canonical spellings of any point) are refused when the key is made or
+parsed: with such a key a signature can be forged that "verifies" for many
+messages, so a kiosk must never pin one.
+
 Every signature is bound to a *context* (``"catalog"``, ``"submission-index"``,
 ``"receipt"``...): the Ed25519 message is ``b"idr-signature-v1\\0" + context +
 b"\\0" + message``, so a signature made for one purpose never verifies for
@@ -48,6 +54,58 @@ _DOMAIN = b"idr-signature-v1\x00"
 
 class BadSignatureError(Exception):
     """The signature does not verify for this key, context and message."""
+
+
+# Edwards25519 (RFC 8032, section 5.1): -x^2 + y^2 = 1 + d*x^2*y^2 over GF(p).
+# cryptography (OpenSSL) accepts any 32 bytes as a public key, so the point is
+# checked here, in plain Python: speed does not matter for a key parsed once.
+_P = 2**255 - 19
+_D = -121665 * pow(121666, -1, _P) % _P
+_SQRT_M1 = pow(2, (_P - 1) // 4, _P)
+
+
+def _decode_point(raw: bytes) -> tuple[int, int]:
+    """The affine point ``raw`` encodes (RFC 8032, 5.1.3), refusing non-canonical forms."""
+    y = int.from_bytes(raw, "little") & ((1 << 255) - 1)
+    sign = raw[31] >> 7
+    if y >= _P:
+        raise KeyFormatError("verify key is not canonically encoded (y is not below p)")
+    y2 = y * y % _P
+    u = (y2 - 1) % _P
+    v = (_D * y2 + 1) % _P
+    # x = sqrt(u / v), computed as u * v^3 * (u * v^7)^((p - 5) / 8).
+    x = u * pow(v, 3, _P) * pow(u * pow(v, 7, _P), (_P - 5) // 8, _P) % _P
+    vx2 = v * x * x % _P
+    if vx2 == (-u) % _P:
+        x = x * _SQRT_M1 % _P
+    elif vx2 != u:
+        raise KeyFormatError("verify key is not a valid Ed25519 point")
+    if x == 0 and sign:
+        # x = -x = 0: the sign bit must be 0, or two strings name one point.
+        raise KeyFormatError("verify key is not canonically encoded (x is 0, sign bit set)")
+    if x & 1 != sign:
+        x = _P - x
+    return x, y
+
+
+def _double(x: int, y: int) -> tuple[int, int]:
+    # The complete twisted Edwards addition law (a = -1) with both points equal.
+    xy = x * y % _P
+    dxxyy = _D * xy * xy % _P
+    x3 = 2 * xy * pow(1 + dxxyy, -1, _P) % _P
+    y3 = (y * y + x * x) * pow(1 - dxxyy, -1, _P) % _P
+    return x3, y3
+
+
+def _check_verify_key(raw: bytes) -> None:
+    """Raise KeyFormatError unless ``raw`` encodes, canonically, a point of large order."""
+    x, y = _decode_point(raw)
+    # Every point's order divides 8 * l (l a large prime), so [8]P is the
+    # identity (0, 1) exactly when P is one of the 8 small-order points.
+    for _ in range(3):
+        x, y = _double(x, y)
+    if (x, y) == (0, 1):
+        raise KeyFormatError("verify key is a small-order Ed25519 point (a weak key): refused")
 
 
 def _signed_message(message: bytes, context: str) -> bytes:
@@ -89,10 +147,11 @@ class VerifyKey:
         if len(raw) != 32:
             raise KeyFormatError("verify key must be 32 bytes")
         self.raw = bytes(raw)
+        _check_verify_key(self.raw)
         try:
             self._key = Ed25519PublicKey.from_public_bytes(self.raw)
-        except ValueError:
-            raise KeyFormatError("verify key is not a valid Ed25519 point") from None
+        except ValueError:  # not expected after the check above; keep the error type
+            raise KeyFormatError("verify key refused by the Ed25519 library") from None
 
     @classmethod
     def parse(cls, text: str) -> VerifyKey:

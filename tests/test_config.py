@@ -34,6 +34,7 @@ def test_full_file_is_read(tmp_path: Path) -> None:
 data_dir = "kdata"
 server_url = "https://central.example/"
 recipients = ["{pq}", "{classic}"]
+allow_classic_recipients = true
 languages = ["en", "ar"]
 [idle]
 warn_after_s = 45
@@ -41,6 +42,7 @@ discard_after_s = 15
 [recording]
 max_answer_s = 120
 silence_threshold_dbfs = -45
+opus_bitrate_kbps = 24
 [audio]
 input_device = "USB Mic"
 output_device = 3
@@ -51,6 +53,7 @@ output_device = 3
     assert cfg.recipients == (pq, classic)
     assert cfg.idle.warn_after_s == 45.0
     assert cfg.recording.max_answer_s == 120.0
+    assert cfg.recording.opus_bitrate_kbps == 24.0 and cfg.allow_classic_recipients
     assert cfg.audio.input_device == "USB Mic" and cfg.audio.output_device == 3
 
 
@@ -74,6 +77,10 @@ def test_env_var_chooses_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     ('[recording]\nmax_seconds = 3\n', "unknown key recording.max_seconds"),
     ('data_dir = "x"\ndata-dir = "y"\n', "unknown key data-dir"),
     ('server_url = "x\n', "is not valid TOML"),
+    ("[recording]\nopus_bitrate_kbps = 2\n",
+     "recording.opus_bitrate_kbps must be a bitrate in kbit/s from 6 to 256, got 2 (int)"),
+    ('allow_classic_recipients = "yes"\n',
+     "allow_classic_recipients must be true or false, got 'yes' (str)"),
 ])
 def test_bad_file_names_the_key_and_what_was_expected(tmp_path: Path, text: str,
                                                       message: str) -> None:
@@ -96,3 +103,17 @@ def test_kiosk_command_reports_a_wrong_type_and_exits(tmp_path: Path) -> None:
 def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(config.ConfigError, match="cannot read config file"):
         config.load(tmp_path / "nope.toml")
+
+
+def test_mixed_recipients_are_refused_at_load_unless_meant(tmp_path: Path) -> None:
+    pq = str(MlkemIdentity.generate().recipient())
+    classic = str(X25519Identity.generate().recipient())
+    with pytest.raises(config.ConfigError) as err:
+        config.load(_write(tmp_path, f'recipients = ["{pq}", "{classic}"]\n'))
+    assert "recipients mixes post-quantum (age1pq1...) and classic X25519" in str(err.value)
+    assert "allow_classic_recipients = true" in str(err.value)
+    # Either kind alone is fine, and so is the mix when the file says it is meant.
+    assert config.load(_write(tmp_path, f'recipients = ["{classic}"]\n')).recipients
+    cfg = config.load(_write(tmp_path, f'recipients = ["{pq}", "{classic}"]\n'
+                                       "allow_classic_recipients = true\n"))
+    assert cfg.allow_classic_recipients and len(cfg.recipients) == 2

@@ -11,11 +11,13 @@ import time
 import pytest
 import soundfile as sf
 
+from kiosk.audio.player import Player, PlayerState
 from kiosk.audio.recorder import Recorder
-from kiosk.custody import CustodyClosed, SessionCustody
 from kiosk.ids import is_submission_id
-from kiosk.store import SUBMITTED, Store
-from sync.envelope import EnvelopeError, X25519Identity, open_bytes, open_sealed
+from kiosk.vault import manifest as manifest_module
+from kiosk.vault.custody import CustodyClosed, SessionCustody
+from kiosk.vault.store import SUBMITTED, Store
+from sync.envelope import EnvelopeError, EnvelopeWriter, X25519Identity, open_bytes, open_sealed
 from tests.audio_fakes import RATE, FakeStreams, tone
 from tests.audio_fakes import record as record_take
 
@@ -128,7 +130,7 @@ def test_discard_deletes_the_parts_and_drops_the_keys(tmp_path, store, team) -> 
     assert store.submission_state(session.submission_id) is None
     assert store.parts(session.submission_id) == []
     # A source handed out for review before the discard opens nothing afterwards.
-    with pytest.raises(PermissionError):
+    with pytest.raises(CustodyClosed):
         source.open()
     del source
     assert_no_live_key_opens([], digests)
@@ -185,3 +187,113 @@ def test_nothing_personal_reaches_the_store(tmp_path, store, team) -> None:
         if path.is_file():
             data = path.read_bytes()
             assert b"Maria" not in data and b"example.org" not in data, path
+
+
+@pytest.fixture
+def manifest_keys(monkeypatch) -> list[bytes]:
+    """SHA-256 digests of every manifest file key, taken as each manifest is sealed."""
+    digests: list[bytes] = []
+
+    def writer(path, recipients, *, allow_mixed=False):
+        w = EnvelopeWriter(path, recipients, allow_mixed=allow_mixed)
+        key = w.file_key
+        digests.append(hashlib.sha256(key).digest())
+        key[:] = bytes(len(key))
+        return w
+
+    monkeypatch.setattr(manifest_module, "envelope_writer", writer)
+    return digests
+
+
+def test_submit_drops_the_manifest_key_too(tmp_path, store, team, manifest_keys) -> None:
+    session = make_session(tmp_path, store, team)
+    record_answer(session, "q1")
+    manifest_path = session.submit({"display_name": "Amina Diallo",
+                                    "contact": "+221 77 000 00 00", "country": "SN"})
+    assert len(manifest_keys) == 1
+    # The manifest holds the name and the contact: nothing live may open it.
+    assert_no_live_key_opens([manifest_path], set(manifest_keys))
+    assert json.loads(open_bytes(manifest_path.read_bytes(), [team]))["country"] == "SN"
+
+
+def test_a_kept_manifest_key_is_caught(tmp_path, store, team, manifest_keys,
+                                       monkeypatch) -> None:
+    # The check above is not vacuous: a seal that keeps its writer (and key) alive fails it.
+    kept = []
+    real = manifest_module.envelope_writer
+
+    def keeping(path, recipients, *, allow_mixed=False):
+        w = real(path, recipients, allow_mixed=allow_mixed)
+        kept.append(w)
+        w.drop_key = lambda: None  # the broken variant: the key is never dropped
+        return w
+
+    monkeypatch.setattr(manifest_module, "envelope_writer", keeping)
+    session = make_session(tmp_path, store, team)
+    record_answer(session, "q1")
+    manifest_path = session.submit({"display_name": "Anonymous"})
+    with pytest.raises(AssertionError, match="file key is still held"):
+        assert_no_live_key_opens([manifest_path], set(manifest_keys))
+    kept.clear()
+
+
+@pytest.mark.parametrize("ending", ["submit", "discard"])
+def test_a_reader_opened_for_review_is_closed_when_the_session_ends(
+        tmp_path, store, team, ending) -> None:
+    session = make_session(tmp_path, store, team)
+    name = record_answer(session, "q1", seconds=1.0)
+    reader = session.review_source(name).open()
+    assert reader.read(4) == b"OggS"
+    if ending == "submit":
+        session.submit({"display_name": "Anonymous"})
+    else:
+        session.discard()
+    with pytest.raises(ValueError, match="closed"):
+        reader.read(1024)
+    with pytest.raises(ValueError, match="closed"):
+        reader.seek(0)
+
+
+def test_the_review_player_is_stopped_when_the_session_is_submitted(
+        tmp_path, store, team) -> None:
+    session = make_session(tmp_path, store, team)
+    name = record_answer(session, "q1", seconds=2.0)
+    player = Player(FakeStreams(speed=1.0))
+    assert session.play_back(name, player) >= 2.0
+    player.play()
+    time.sleep(0.2)
+    session.submit({"display_name": "Anonymous"})
+    assert player.state is PlayerState.CLOSED
+
+
+def test_custody_zeroes_the_key_buffers_it_held(tmp_path, store, team) -> None:
+    session = make_session(tmp_path, store, team)
+    name = record_answer(session, "q1")
+    # The very buffer custody holds (kept here only to look at it afterwards).
+    buffer = session._keys[name]
+    assert any(buffer)
+    session.submit({"display_name": "Anonymous"})
+    assert buffer == bytearray(16), "custody forgot the key without zeroing it"
+
+
+def test_the_take_zeroes_its_writer_key_once_it_is_over(tmp_path, team) -> None:
+    writers = []
+
+    def spy(path, recipients, *, allow_mixed=False):
+        w = EnvelopeWriter(path, recipients, allow_mixed=allow_mixed)
+        writers.append(w)
+        return w
+
+    recorder = Recorder(FakeStreams([tone(0.3)]), writer_factory=spy)
+    take = recorder.start(tmp_path / "p.age", [team.recipient()])
+    recorder.streams.go.set()
+    copy = take.file_key
+    held = writers[0]._file_key
+    assert held == copy and any(held)
+    while take.meters().elapsed_s < 0.3:
+        time.sleep(0.01)
+    take.stop()
+    assert not any(held), "the writer's key buffer was not zeroed"
+    with pytest.raises(ValueError):
+        _ = writers[0].file_key
+    assert any(copy)  # the caller's copy is the caller's to zero

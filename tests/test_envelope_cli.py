@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import stat
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -16,13 +19,16 @@ MARKER = b"PLAINTEXT-MARKER-"
 PLAIN = (MARKER * 20_000)[: 2 * CHUNK_SIZE + 77]
 
 
-def cli(*args: str, stdin: bytes = b"", cwd: Path | None = None) -> subprocess.CompletedProcess:
+def cli(
+    *args: str, stdin: bytes = b"", cwd: Path | None = None, umask: int = -1
+) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "sync.envelope", *args],
         input=stdin,
         capture_output=True,
         cwd=cwd or REPO,
         timeout=60,
+        umask=umask,  # -1: inherit
     )
 
 
@@ -187,3 +193,47 @@ def test_dash_means_standard_streams(tmp_path: Path, key: tuple[Path, str]) -> N
     (tmp_path / "in.age").write_bytes(sealed)
     done = cli("decrypt", "-i", "-", str(tmp_path / "in.age"), stdin=path.read_bytes())
     assert done.stdout == PLAIN
+
+
+def test_decrypted_output_is_private_whatever_the_umask(
+    tmp_path: Path, key: tuple[Path, str]
+) -> None:
+    path, recipient = key
+    sealed = tmp_path / "in.age"
+    sealed.write_bytes(age("-r", recipient, stdin=PLAIN))
+    out = tmp_path / "out"
+    done = cli("decrypt", "-i", str(path), "-o", str(out), str(sealed), umask=0o022)
+    assert done.returncode == 0, done.stderr
+    assert out.read_bytes() == PLAIN
+    assert out.stat().st_mode & 0o777 == 0o600
+    # An existing OUT is overwritten, as age does, but made 0600 first.
+    existing = tmp_path / "existing"
+    existing.write_bytes(b"old and longer than nothing" * 100_000)
+    existing.chmod(0o644)
+    done = cli("decrypt", "-i", str(path), "-o", str(existing), str(sealed), umask=0o022)
+    assert done.returncode == 0, done.stderr
+    assert existing.read_bytes() == PLAIN
+    assert existing.stat().st_mode & 0o777 == 0o600
+    # Ciphertext is not secret: encrypt -o keeps the usual mode, as age does.
+    done = cli("encrypt", "-r", recipient, "-o", str(tmp_path / "x.age"), str(out), umask=0o022)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "x.age").stat().st_mode & 0o777 == 0o644
+
+
+def test_decrypt_to_a_pipe_leaves_it_as_it_is(tmp_path: Path, key: tuple[Path, str]) -> None:
+    """Only a regular OUT is made private: a FIFO (or /dev/null) is the user's choice."""
+    path, recipient = key
+    sealed = tmp_path / "in.age"
+    sealed.write_bytes(age("-r", recipient, stdin=PLAIN))
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    fifo.chmod(0o644)
+    received: list[bytes] = []
+    drain = threading.Thread(target=lambda: received.append(fifo.read_bytes()), daemon=True)
+    drain.start()
+    done = cli("decrypt", "-i", str(path), "-o", str(fifo), str(sealed), umask=0o022)
+    drain.join(timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert received == [PLAIN]
+    mode = fifo.stat().st_mode
+    assert stat.S_ISFIFO(mode) and stat.S_IMODE(mode) == 0o644

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -156,3 +157,57 @@ def test_post_quantum_keys_dispatch_to_mlkem() -> None:
     identity = mlkem.MlkemIdentity.generate()
     assert isinstance(parse_identity(str(identity)), mlkem.MlkemIdentity)
     assert str(parse_recipient(str(identity.recipient()))) == str(identity.recipient())
+
+
+# ------------------------------------------------------------- module shape
+
+ENVELOPE_DIR = Path(__file__).resolve().parents[1] / "sync" / "envelope"
+ENVELOPE_MODULES = sorted(
+    p.stem for p in ENVELOPE_DIR.glob("*.py") if p.stem not in ("__init__", "__main__")
+)
+
+
+def test_each_envelope_module_imports_first_without_a_cycle() -> None:
+    """Each module, imported first in a fresh interpreter: a cycle would show here."""
+    code = "import importlib, sys\nimportlib.import_module('sync.envelope.' + sys.argv[1])\n"
+    for name in ENVELOPE_MODULES:
+        done = subprocess.run(
+            [sys.executable, "-c", code, name],
+            capture_output=True,
+            text=True,
+            cwd=ENVELOPE_DIR.parents[1],
+            timeout=60,
+        )
+        assert done.returncode == 0, f"{name}: {done.stderr}"
+
+
+def test_error_classes_are_imported_at_module_top() -> None:
+    """errors.py imports nothing, so nothing needs to import it late to dodge a cycle."""
+    errors = ast.parse((ENVELOPE_DIR / "errors.py").read_text())
+    assert [
+        node
+        for node in ast.walk(errors)
+        if isinstance(node, (ast.Import, ast.ImportFrom))
+        and getattr(node, "module", None) != "__future__"
+    ] == []
+    late = []
+    for name in ENVELOPE_MODULES:
+        tree = ast.parse((ENVELOPE_DIR / f"{name}.py").read_text())
+        for func in ast.walk(tree):
+            if not isinstance(func, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for node in ast.walk(func):
+                if isinstance(node, ast.ImportFrom) and (node.module or "").endswith("errors"):
+                    late.append(f"{name}.{func.name}")
+    assert late == []
+
+
+def test_the_writer_does_not_borrow_the_readers_private_helpers() -> None:
+    tree = ast.parse((ENVELOPE_DIR / "writer.py").read_text())
+    from_reader = [
+        alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and node.module == "reader"
+        for alias in node.names
+    ]
+    assert from_reader == []

@@ -22,6 +22,7 @@ from sync.envelope import (
     seal_bytes,
 )
 from sync.envelope.header import MAX_HEADER_SIZE, MAX_STANZAS
+from sync.envelope.stream import ChunkOpener, ChunkSealer
 
 IDENTITY = X25519Identity.generate()
 DATA = random.Random(5).randbytes(5 * CHUNK_SIZE + 4321)
@@ -179,3 +180,41 @@ def test_header_limit_stops_reading(reader: str) -> None:
         else:
             open_sealed(src, identities=[IDENTITY])
     assert src.served < MAX_HEADER_SIZE + 64 * 1024
+
+
+# ------------------------------------------------------------- keys are let go
+
+
+def test_a_wiped_opener_or_sealer_holds_no_key_and_refuses_work() -> None:
+    key = bytes(range(32))
+    sealer = ChunkSealer(key)
+    sealed = bytes(sealer.seal(0, b"secret words", last=True))
+    opener = ChunkOpener(key)
+    assert opener.open(0, sealed, last=True) == b"secret words"
+    opener.wipe()
+    sealer.wipe()
+    assert opener._aead is None and sealer._aead is None
+    assert not any(opener._buf)
+    # "Wiped" must not pass for "did not authenticate" (None): it raises.
+    with pytest.raises(ValueError, match="wiped"):
+        opener.open(0, sealed, last=True)
+    with pytest.raises(ValueError, match="wiped"):
+        sealer.seal(0, b"more words", last=True)
+
+
+@pytest.mark.parametrize("source", ["seekable", "pipe"])
+def test_a_closed_reader_lets_go_of_its_key(source: str) -> None:
+    src = io.BytesIO(SEALED) if source == "seekable" else _Pipe(SEALED)
+    reader = open_sealed(src, identities=[IDENTITY])
+    opener = reader._opener
+    assert opener is not None
+    assert reader.read(100) == DATA[:100]
+    reader.close()
+    assert reader._opener is None
+    with pytest.raises(ValueError):
+        reader.read(1)
+    # Even a reference kept elsewhere (the pipe reader's chunk generator holds
+    # one) can no longer decrypt anything.
+    chunk0 = SEALED[len(SEALED) - len(DATA) - 16 * 6 :][: CHUNK_SIZE + 16]
+    with pytest.raises(ValueError, match="wiped"):
+        opener.open(0, chunk0, last=False)

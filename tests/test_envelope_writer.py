@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ctypes
 import errno
+import gc
 import hashlib
 import io
 import os
@@ -27,7 +29,9 @@ from sync.envelope import (
     encrypt_stream,
     open_bytes,
     open_sealed,
+    seal_bytes,
 )
+from sync.envelope import writer as writer_module
 from sync.envelope.header import read_header
 from sync.envelope.stream import ENC_CHUNK_SIZE, PAYLOAD_NONCE_SIZE
 
@@ -117,6 +121,56 @@ def test_drop_key_after_review(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
         writer.file_key  # noqa: B018
     assert _open(tmp_path / "x.age") == b"take one"  # the file is untouched
+
+
+def test_file_key_copies_are_the_callers_and_drop_key_zeroes_the_writers(tmp_path: Path) -> None:
+    with EnvelopeWriter(tmp_path / "x.age", [RECIPIENT]) as writer:
+        writer.write(b"take one")
+    first, second = writer.file_key, writer.file_key
+    assert isinstance(first, bytearray) and len(first) == 16
+    assert first == second and first is not second  # a new copy each call
+    held = writer._file_key  # the writer's own buffer, reached only by this test
+    assert isinstance(held, bytearray) and held == first and held is not first
+    first[:] = bytes(16)  # the caller zeroes its copy: the writer's is untouched
+    assert writer.file_key == second
+    writer.drop_key()
+    assert held == bytearray(16)  # zeroed in place, not just forgotten
+    with pytest.raises(ValueError):
+        writer.file_key  # noqa: B018
+    # The copy handed out before is the caller's, and still opens the file.
+    assert _open(tmp_path / "x.age", identities=None, file_key=bytes(second)) == b"take one"
+
+
+def test_abort_and_garbage_collection_zero_the_writers_key(tmp_path: Path) -> None:
+    writer = EnvelopeWriter(tmp_path / "x.age", [RECIPIENT])
+    held = writer._file_key
+    writer.abort()
+    assert held == bytearray(16)
+    writer = EnvelopeWriter(tmp_path / "y.age", [RECIPIENT])
+    writer.write(b"kept")
+    writer.close()  # close() keeps the key for review ...
+    held = writer._file_key
+    assert held is not None and held != bytearray(16)
+    del writer  # ... until the writer itself is dropped
+    gc.collect()
+    assert held == bytearray(16)
+
+
+def test_a_failed_start_zeroes_the_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    made: list[bytearray] = []
+    real = writer_module._new_file_key
+
+    def recording() -> bytearray:
+        made.append(real())
+        return made[-1]
+
+    monkeypatch.setattr(writer_module, "_new_file_key", recording)
+    (tmp_path / "x.age").write_bytes(b"already here")
+    with pytest.raises(FileExistsError):
+        EnvelopeWriter(tmp_path / "x.age", [RECIPIENT])
+    # The one-shot path has no review, so its key is zeroed as soon as the sealer has it.
+    assert open_bytes(seal_bytes(b"manifest", [RECIPIENT]), [IDENTITY]) == b"manifest"
+    assert len(made) == 2 and made == [bytearray(16)] * 2
 
 
 def test_large_writes_and_tiny_writes_give_the_same_plaintext(tmp_path: Path) -> None:
@@ -290,6 +344,144 @@ def test_fsync_failure_at_close_can_be_retried(
         writer.write(b"x")  # the final chunk is sealed: its plaintext is fixed
     monkeypatch.setattr(os, "fsync", real_fsync)
     assert _open(writer.close().path) == data
+
+
+def test_a_failed_directory_fsync_never_costs_the_sealed_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = stream_bytes(CHUNK_SIZE + 10)
+    target = tmp_path / "x.age"
+    writer = EnvelopeWriter(target, [RECIPIENT])
+    writer.write(data)
+
+    def failing_fsync_dir(directory: Path) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(writer_module, "_fsync_dir", failing_fsync_dir)
+    with pytest.raises(OSError) as failure:
+        writer.close()
+    assert failure.value.errno == errno.EIO
+    assert target.exists() and not writer.part_path.exists()
+    writer.abort()  # a caller that gives up on the take ...
+    # ... still has the sealed file: only the directory entry's durability was in doubt.
+    assert target.exists()
+    assert _open(target) == data
+    assert writer.renamed and writer.closed
+    with pytest.raises(ValueError):
+        writer.file_key  # noqa: B018 - abort() drops the key all the same
+    with pytest.raises(ValueError):
+        writer.close()  # aborted is final
+
+
+def test_close_after_a_failed_directory_fsync_retries_only_that(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = stream_bytes(2 * CHUNK_SIZE + 3)
+    target = tmp_path / "x.age"
+    writer = EnvelopeWriter(target, [RECIPIENT])
+    writer.write(data)
+    assert not writer.renamed
+    fsyncs: list[Path] = []
+
+    def failing_fsync_dir(directory: Path) -> None:
+        fsyncs.append(directory)
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(writer_module, "_fsync_dir", failing_fsync_dir)
+    with pytest.raises(OSError):
+        writer.close()
+    assert writer.renamed and not writer.closed
+
+    def no_more(*args: object) -> None:
+        raise AssertionError("close() redid more than the directory fsync")
+
+    writer._pwrite = no_more  # type: ignore[assignment]
+    monkeypatch.setattr(writer_module, "_move_noreplace", no_more, raising=False)
+    monkeypatch.setattr(writer_module, "_fsync_dir", fsyncs.append)
+    sealed = writer.close()
+    assert fsyncs == [tmp_path, tmp_path]
+    assert sealed.path == target and writer.closed and writer.renamed
+    assert sealed.sha256 == hashlib.sha256(target.read_bytes()).hexdigest()
+    assert _open(target) == data
+    assert writer.file_key  # close() keeps the key for review
+
+
+def _renameat2_unsupported(*args: object) -> int:
+    ctypes.set_errno(errno.EINVAL)  # what a filesystem without RENAME_NOREPLACE says
+    return -1
+
+
+@pytest.mark.parametrize("how", ["renameat2", "link", "renameat2-einval"])
+def test_close_never_replaces_a_file_that_appeared_meanwhile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    if how != "renameat2":
+        fake = None if how == "link" else _renameat2_unsupported
+        monkeypatch.setattr(writer_module, "_renameat2", fake, raising=False)
+    target = tmp_path / "x.age"
+    writer = EnvelopeWriter(target, [RECIPIENT])
+    writer.write(b"the testimony")
+    target.write_bytes(b"someone else's file")
+    # The race, made certain: a check before the rename sees nothing, yet the
+    # file is there by the time of the rename.
+    with monkeypatch.context() as m:
+        m.setattr(os.path, "lexists", lambda path: False)
+        with pytest.raises(FileExistsError):
+            writer.close()
+    assert target.read_bytes() == b"someone else's file"
+    assert not writer.renamed and not writer.closed
+    assert writer.part_path.exists()  # kept, sealed, for the caller
+    # The caller moves the other file away and closes again.
+    target.rename(tmp_path / "other")
+    sealed = writer.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["other", "x.age"]
+    assert _open(sealed.path) == b"the testimony"
+    assert writer.renamed
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="renameat2 is Linux's")
+def test_close_renames_with_renameat2_on_linux(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = getattr(writer_module, "_renameat2", None)
+    assert real is not None, "libc has no renameat2 (glibc 2.28+ and musl 1.2.2+ do)"
+    flags: list[int] = []
+
+    def recording(*args: object) -> int:
+        flags.append(args[-1])  # type: ignore[arg-type]
+        return real(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(writer_module, "_renameat2", recording)
+    with EnvelopeWriter(tmp_path / "x.age", [RECIPIENT]) as writer:
+        writer.write(b"x")
+    assert flags == [1]  # RENAME_NOREPLACE
+    assert [p.name for p in tmp_path.iterdir()] == ["x.age"]
+
+
+@pytest.mark.parametrize("how", ["link", "renameat2-einval"])
+def test_close_without_renameat2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str) -> None:
+    fake = None if how == "link" else _renameat2_unsupported
+    monkeypatch.setattr(writer_module, "_renameat2", fake, raising=False)
+    data = stream_bytes(CHUNK_SIZE + 1)
+    with EnvelopeWriter(tmp_path / "x.age", [RECIPIENT]) as writer:
+        writer.write(data)
+    assert [p.name for p in tmp_path.iterdir()] == ["x.age"]
+    assert (tmp_path / "x.age").stat().st_nlink == 1
+    assert _open(tmp_path / "x.age") == data
+
+
+def test_abort_after_a_refused_rename_deletes_only_the_part(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "x.age"
+    writer = EnvelopeWriter(target, [RECIPIENT])
+    target.write_bytes(b"someone else's file")
+    monkeypatch.setattr(os.path, "lexists", lambda path: False)
+    with pytest.raises(FileExistsError):
+        writer.close()
+    writer.abort()
+    assert [p.name for p in tmp_path.iterdir()] == ["x.age"]
+    assert target.read_bytes() == b"someone else's file"
 
 
 @pytest.fixture

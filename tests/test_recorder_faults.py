@@ -19,9 +19,9 @@ import soundfile as sf
 from kiosk.audio.devices import AudioDeviceError
 from kiosk.audio.recorder import EndReason, Recorder, StorageFullError
 from kiosk.audio.streams import StreamError
-from kiosk.ballast import Ballast
-from kiosk.outbox_cleanup import sweep
-from kiosk.store import SUBMITTED, Store
+from kiosk.vault.ballast import Ballast
+from kiosk.vault.store import SUBMITTED, Store
+from kiosk.vault.sweep import sweep
 from sync.envelope import X25519Identity, open_sealed
 from tests.audio_fakes import FAIL, RATE, STALL, FakeStreams, loud_noise, start, tone
 
@@ -173,8 +173,8 @@ CRASHING_KIOSK = textwrap.dedent("""
     import sys, time
     from pathlib import Path
     from kiosk.audio.recorder import Recorder
-    from kiosk.custody import SessionCustody
-    from kiosk.store import Store
+    from kiosk.vault.custody import SessionCustody
+    from kiosk.vault.store import Store
     from tests.audio_fakes import start, record, FakeStreams, loud_noise, tone
 
     data_dir = Path(sys.argv[1])
@@ -282,3 +282,65 @@ def test_a_stream_error_between_takes_opens_a_new_stream(tmp_path, team) -> None
     take = start(recorder, tmp_path / "a.age", [team.recipient()])
     assert len(streams.inputs) == 2
     assert take.wait(10).frames == int(0.2 * RATE)
+
+
+# -- the envelope writer ------------------------------------------------------------------
+def test_a_writer_that_refuses_the_recipients_is_a_recording_error(tmp_path) -> None:
+    from kiosk.audio.recorder import RecordingError
+    from sync.envelope.mlkem import MlkemIdentity
+
+    mixed = [MlkemIdentity.generate().recipient(), X25519Identity.generate().recipient()]
+    with pytest.raises(RecordingError, match="could not start recording"):
+        start(Recorder(FakeStreams([tone(1)])), tmp_path / "p.age", mixed)
+    assert list(tmp_path.iterdir()) == []
+    # Allowed on purpose (allow_classic_recipients in the config), the same set records.
+    take = start(Recorder(FakeStreams([tone(0.3)])), tmp_path / "q.age", mixed,
+                 allow_mixed=True)
+    while take.meters().elapsed_s < 0.3:
+        time.sleep(0.01)
+    assert take.stop().kept
+
+
+def test_a_writer_failure_mid_take_is_told_and_keeps_what_it_can(tmp_path, team) -> None:
+    from kiosk.audio.take import envelope_writer
+
+    class Breaking:
+        """A writer whose write fails once, with a non-OSError, after some audio."""
+
+        def __init__(self, path, recipients, *, allow_mixed=False):
+            self._w = envelope_writer(path, recipients, allow_mixed=allow_mixed)
+            self.failed = False
+
+        def __getattr__(self, name):
+            return getattr(self._w, name)
+
+        def write(self, data):
+            if self._w.bytes_accepted > 4000 and not self.failed:
+                self.failed = True
+                raise RuntimeError("the writer broke")
+            self._w.write(data)
+
+    recorder = Recorder(FakeStreams([tone(3.0)]), writer_factory=Breaking)
+    take = start(recorder, tmp_path / "p.age", [team.recipient()])
+    result = take.wait(10)
+    assert result.reason is EndReason.WRITE_FAILED
+    assert "problem saving this answer" in result.message
+    # The take ended there, and what the encoder made (held in RAM since) is sealed.
+    assert result.kept and decode(result.sealed.path, team) > 0
+
+
+def test_a_failed_directory_fsync_after_the_rename_keeps_the_part(tmp_path, team,
+                                                                 monkeypatch) -> None:
+    from sync.envelope import writer as writer_module
+
+    def failing(directory):
+        raise OSError(errno.EIO, "fsync failed")
+
+    monkeypatch.setattr(writer_module, "_fsync_dir", failing)
+    take = start(Recorder(FakeStreams([tone(1.0)])), tmp_path / "p.age", [team.recipient()])
+    while take.meters().elapsed_s < 1.0:
+        time.sleep(0.01)
+    result = take.stop()
+    assert result.kept and result.reason is EndReason.WRITE_FAILED
+    assert (tmp_path / "p.age").exists()
+    assert decode(result.sealed.path, team) == result.frames >= RATE

@@ -134,3 +134,69 @@ def test_sign_verify_property(message: bytes, context: str) -> None:
     key = SigningKey.generate()
     signature = Signature.parse(str(key.sign(message, context=context)))
     VerifyKey.parse(str(key.verify_key)).verify(message, signature, context=context)
+
+
+# Weak verify keys. The 8 small-order points of edwards25519 in their canonical
+# encodings, then the non-canonical encodings of small-order points, as listed in
+# "Taming the many EdDSAs" (Chalkias, Garillot, Nikolaenko, 2020) and libsodium's
+# blocklist. Written out here, not computed, so the test does not trust the code.
+SMALL_ORDER_CANONICAL = [
+    "0100000000000000000000000000000000000000000000000000000000000000",  # identity, order 1
+    "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",  # (0, -1), order 2
+    "0000000000000000000000000000000000000000000000000000000000000000",  # order 4 (all zero)
+    "0000000000000000000000000000000000000000000000000000000000000080",  # order 4
+    "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05",  # order 8
+    "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc85",  # order 8
+    "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a",  # order 8
+    "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac03fa",  # order 8
+]
+SMALL_ORDER_NON_CANONICAL = [
+    "0100000000000000000000000000000000000000000000000000000000000080",  # identity, x=0 signed
+    "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff",  # (0, -1), x=0 signed
+    "edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",  # y = p (= 0)
+    "edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff",  # y = p, sign set
+    "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",  # y = p + 1 (= 1)
+    "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff",  # y = p + 1, sign set
+]
+OTHER_BAD = [
+    "ff" * 32,  # y = 2**255 - 1 >= p
+    "f0ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",  # y = p + 3: y >= p
+    "0200000000000000000000000000000000000000000000000000000000000000",  # y = 2: not on the curve
+]
+
+
+@pytest.mark.parametrize("hex_key", SMALL_ORDER_CANONICAL + SMALL_ORDER_NON_CANONICAL + OTHER_BAD)
+def test_weak_and_non_canonical_verify_keys_are_refused(hex_key: str) -> None:
+    raw = bytes.fromhex(hex_key)
+    with pytest.raises(KeyFormatError) as failure:
+        VerifyKey(raw)
+    message = str(failure.value)
+    assert message.startswith("verify key ")
+    assert any(w in message for w in ("small-order", "canonical", "not a valid Ed25519 point"))
+    with pytest.raises(KeyFormatError):  # the text form a kiosk would pin
+        VerifyKey.parse(bech32.encode("idrverify", raw))
+
+
+@pytest.mark.parametrize("hex_key", SMALL_ORDER_CANONICAL)
+def test_small_order_points_are_named_as_such(hex_key: str) -> None:
+    with pytest.raises(KeyFormatError, match="small-order"):
+        VerifyKey(bytes.fromhex(hex_key))
+
+
+def test_the_identity_key_is_refused_before_it_can_accept_a_forgery() -> None:
+    """Why this matters: under the identity key, R = identity and s = 0 is a "signature"
+    that OpenSSL 3 (cryptography 50) accepts for every message, in every context.
+    So the key must never be pinned: VerifyKey refuses it, and parse() with it."""
+    identity = bytes.fromhex("01" + "00" * 31)
+    with pytest.raises(KeyFormatError, match="small-order"):
+        VerifyKey(identity)
+    with pytest.raises(KeyFormatError, match="small-order"):
+        VerifyKey.parse(bech32.encode("idrverify", identity))
+
+
+def test_real_keys_are_still_accepted() -> None:
+    assert VerifyKey(KEY.verify_key.raw) == KEY.verify_key
+    for _ in range(50):
+        key = SigningKey.generate()
+        pinned = VerifyKey.parse(str(key.verify_key))
+        pinned.verify(CATALOG, key.sign(CATALOG, context="catalog"), context="catalog")

@@ -7,11 +7,11 @@ import time
 import pytest
 
 from kiosk.audio.recorder import Recorder
-from kiosk.ballast import Ballast
-from kiosk.custody import SessionCustody
 from kiosk.ids import new_submission_id
-from kiosk.outbox_cleanup import sweep
-from kiosk.store import SUBMITTED, Store
+from kiosk.vault.ballast import Ballast
+from kiosk.vault.custody import SessionCustody
+from kiosk.vault.store import SUBMITTED, Store
+from kiosk.vault.sweep import sweep
 from sync.envelope import X25519Identity
 from tests.audio_fakes import FakeStreams, record, tone
 
@@ -43,11 +43,10 @@ def test_submitted_stays_and_everything_else_goes(tmp_path, team) -> None:
     (lost.directory / "q3-3.age.part").write_bytes(b"age-encryption.org/v1\n...")
     (kept.directory / "manifest.json.age.part").write_bytes(b"x")
     (kept.directory / "q1-9.age").write_bytes(b"x")
-    # A folder with no row at all, and a stray file.
+    # A folder with no row at all.
     orphan = data_dir / "outbox" / new_submission_id()
     orphan.mkdir()
     (orphan / "q1-1.age").write_bytes(b"x")
-    (data_dir / "outbox" / "stray.tmp").write_bytes(b"x")
     store.close()
 
     store = Store.in_data_dir(data_dir)  # the kiosk starts again
@@ -60,9 +59,9 @@ def test_submitted_stays_and_everything_else_goes(tmp_path, team) -> None:
     assert len(store.parts(kept.submission_id)) == 2
     assert store.submission_state(lost.submission_id) is None
     assert store.parts(lost.submission_id) == []
-    assert report.submissions == 3  # lost, orphan, stray
-    assert report.files == 2 + 1 + 2 + 1 + 1  # lost's parts + .part, kept's 2, orphan, stray
-    assert report.partial == 2
+    assert report.submissions == 2  # lost, orphan
+    assert report.files == 2 + 1 + 2 + 1  # lost's parts + .part, kept's 2, orphan
+    assert report.partial == 2 and report.strays == 0
     assert report.ballast and Ballast(data_dir).present
 
 
@@ -84,3 +83,34 @@ def test_rows_of_an_unsubmitted_submission_without_files_are_removed(tmp_path) -
     store.open_submission(sid, now=1.0)
     assert sweep(data_dir, store).submissions == 1
     assert store.submission_state(sid) is None
+
+
+def test_what_is_not_a_submission_folder_is_left_for_staff(tmp_path, team) -> None:
+    data_dir = tmp_path / "data"
+    store = Store.in_data_dir(data_dir)
+    outbox = data_dir / "outbox"
+    outbox.mkdir(parents=True)
+    # A staff member's notes, a tool's left-over folder, a link: none is a submission.
+    (outbox / "stray.tmp").write_bytes(b"x")
+    (outbox / "README.txt").write_text("copied here by staff")
+    (outbox / "backup").mkdir()
+    (outbox / "backup" / "q1-1.age").write_bytes(b"x")
+    (outbox / new_submission_id()).symlink_to(outbox / "backup")
+    before = sorted(p.relative_to(data_dir) for p in outbox.rglob("*"))
+    report = sweep(data_dir, store)
+    assert sorted(p.relative_to(data_dir) for p in outbox.rglob("*")) == before
+    assert (report.submissions, report.files, report.strays) == (0, 0, 4)
+
+
+def test_a_new_submission_folder_is_made_durable(tmp_path, team, monkeypatch) -> None:
+    from kiosk.vault import layout
+
+    synced = []
+    real = layout.fsync_dir
+    monkeypatch.setattr(layout, "fsync_dir", lambda d: (synced.append(d), real(d)))
+    data_dir = tmp_path / "data"
+    store = Store.in_data_dir(data_dir)
+    session = recorded(data_dir, store, team)
+    # outbox/ (whose entry the new submission folder is) and data/ (outbox's own entry).
+    assert data_dir / "outbox" in synced and data_dir in synced
+    session.submit({})

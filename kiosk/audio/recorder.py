@@ -38,10 +38,11 @@ from typing import Any
 import numpy as np
 
 from .. import logs
-from ..ballast import Ballast
+from ..vault.ballast import Ballast
 from .devices import AudioDeviceError
 from .levels import FLOOR_DBFS
 from .meters import MeterReading, block_levels
+from .opus import DEFAULT_KBPS
 from .streams import SoundDeviceStreams, Stream, StreamError, StreamFactory
 from .take import (
     BLOCK_FRAMES,
@@ -57,6 +58,7 @@ from .take import (
     StorageFullError,
     Take,
     TakeResult,
+    TakeSettings,
     WriterFactory,
     envelope_writer,
     storage_full_error,
@@ -65,7 +67,7 @@ from .take import (
 __all__ = [
     "BLOCK_FRAMES", "CHANNELS", "MESSAGES", "NO_AUDIO_MESSAGE", "NOT_KEPT_MESSAGE",
     "SAMPLE_RATE", "SILENT_MESSAGE", "EndReason", "Recorder", "RecordingError",
-    "StorageFullError", "Take", "TakeResult",
+    "StorageFullError", "Take", "TakeResult", "TakeSettings",
 ]
 
 log = logging.getLogger("kiosk.audio.recorder")
@@ -84,15 +86,15 @@ class Recorder:
                  silence_threshold_dbfs: float = -50.0, ballast: Ballast | None = None,
                  clock: Callable[[], float] = time.monotonic, stall_timeout_s: float = 2.0,
                  writer_factory: WriterFactory = envelope_writer,
-                 compression_level: float | None = None) -> None:
+                 opus_bitrate_kbps: float | None = DEFAULT_KBPS) -> None:
         self.streams = streams
         self.max_answer_s = max_answer_s
-        self.silence_threshold_dbfs = silence_threshold_dbfs
-        self.ballast = ballast
         self.clock = clock
-        self.stall_timeout_s = stall_timeout_s
-        self.writer_factory = writer_factory
-        self.compression_level = compression_level
+        #: What every take is handed at its start (the take never reaches back here).
+        self.settings = TakeSettings(
+            max_answer_s=max_answer_s, silence_threshold_dbfs=silence_threshold_dbfs,
+            stall_timeout_s=stall_timeout_s, opus_bitrate_kbps=opus_bitrate_kbps,
+            clock=clock, ballast=ballast, writer_factory=writer_factory)
         self._lock = threading.RLock()
         self._stream: Stream | None = None
         self._generation = 0  # which stream the callbacks belong to
@@ -113,6 +115,7 @@ class Recorder:
                                          output_device=cfg.audio.output_device)
         return cls(streams, max_answer_s=cfg.recording.max_answer_s,
                    silence_threshold_dbfs=cfg.recording.silence_threshold_dbfs,
+                   opus_bitrate_kbps=cfg.recording.opus_bitrate_kbps,
                    ballast=ballast if ballast is not None else Ballast(cfg.data_dir))
 
     # -- the microphone stream ----------------------------------------------------------
@@ -215,7 +218,7 @@ class Recorder:
         take = self._take
         overflow = bool(status) and bool(getattr(status, "input_overflow", False))
         if take is not None:
-            take._accept(indata, frames, overflow, now)
+            take.feed(indata, frames, overflow, now)
         else:
             peak, rms = block_levels(indata[:frames, 0])
             self._live = MeterReading(peak, rms, 0.0, self.max_answer_s, 0, FLOOR_DBFS)
@@ -226,19 +229,20 @@ class Recorder:
         self._stream_dead = True
         take = self._take
         if take is not None:
-            take._device_lost()
+            take.device_lost()
         logs.event(log, "microphone_stream_finished", during_take=take is not None)
 
     # -- takes ----------------------------------------------------------------------------
     def start(self, path: Path, recipients: Iterable[Any], *,
-              on_end: Callable[[TakeResult], None] | None = None) -> Take:
+              on_end: Callable[[TakeResult], None] | None = None,
+              allow_mixed: bool = False) -> Take:
         """Start a take sealed to ``recipients`` at ``path``; it records from the next block.
 
         Raises :class:`AudioDeviceError` (no microphone), :class:`StorageFullError` or
         :class:`RecordingError`; in every case no file is left behind.
         """
         with self._lock:
-            if self._take is not None and not self._take._closing:
+            if self._take is not None and self._take.accepting:
                 raise RuntimeError("a take is already recording")
             # A take that was asked to stop takes no more blocks: it may finish sealing
             # while the next one records.
@@ -252,19 +256,20 @@ class Recorder:
                 logs.event(log, "microphone_stale")
                 self._disarm()
             self.open()
-            if self.ballast is not None and not self.ballast.ensure():
+            ballast = self.settings.ballast
+            if ballast is not None and not ballast.ensure():
                 logs.event(log, "take_refused", reason="disk_full")
                 raise storage_full_error()
-            take = Take(self, Path(path), on_end, started_at)
-            take._open_writer(list(recipients))
+            take = Take(Path(path), self.settings, on_end=on_end,
+                        on_release=self._release_take, started_at=started_at)
+            take.begin(list(recipients), allow_mixed=allow_mixed)
             # From the next callback on, blocks go to the take.
             self._take = take
-            take._start_thread()
             logs.event(log, "take_started", part=take.path.name)
             return take
 
-    def _take_over(self, take: Take, *, device_lost: bool) -> None:
-        """Called by a take's writer thread when it stops taking blocks."""
+    def _release_take(self, take: Take, device_lost: bool) -> None:
+        """A take's writer thread says it takes no more blocks."""
         with self._lock:
             if self._take is take:
                 self._take = None

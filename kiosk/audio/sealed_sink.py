@@ -8,9 +8,10 @@ has to stay anywhere but in the encoder and the writer's one chunk.
 
 libsndfile calls ``write`` from C through a cffi callback, where an exception is
 printed and swallowed and the Ogg page silently lost. So ``write`` never raises: a
-failed disk write (ENOSPC) is recorded in :attr:`error`, the bytes the envelope writer
-did not keep are held here in RAM, and the recorder, which checks :attr:`error` after
-every block, frees space and calls :meth:`flush_held` before sealing.
+failed disk write (ENOSPC), or any other failure of the writer, is recorded in
+:attr:`error`, the bytes the envelope writer did not keep are held here in RAM, and
+the recorder, which checks :attr:`error` after every block, frees space and calls
+:meth:`flush_held` before sealing.
 """
 
 from __future__ import annotations
@@ -35,8 +36,8 @@ class SealedSink(io.RawIOBase):
         self._writer: PlaintextWriter | None = writer
         self._pos = 0
         self._held = bytearray()
-        #: The first OSError the envelope writer raised, if any.
-        self.error: OSError | None = None
+        #: The first error the envelope writer raised (OSError for a full disk), if any.
+        self.error: Exception | None = None
 
     @property
     def bytes_written(self) -> int:
@@ -75,7 +76,9 @@ class SealedSink(io.RawIOBase):
         before = self._writer.bytes_accepted
         try:
             self._writer.write(data)
-        except OSError as exc:
+        except Exception as exc:
+            # Not only OSError: anything raised here would be printed and swallowed by
+            # cffi, and the page lost without a word.
             self.error = exc
             kept = self._writer.bytes_accepted - before
             self._held += memoryview(data)[kept:]

@@ -13,21 +13,21 @@ import errno
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import soundfile as sf
 
 from .. import logs
+from ..vault.ballast import Ballast
 from .meters import MeterReading, TakeMeters
+from .opus import compression_level_for
 from .sealed_sink import SealedSink
-
-if TYPE_CHECKING:
-    from .recorder import Recorder
 
 log = logging.getLogger("kiosk.audio.take")
 
@@ -49,6 +49,8 @@ class EndReason(StrEnum):
     MAX_LENGTH = "max_length"
     DEVICE_LOST = "device_lost"
     DISK_FULL = "disk_full"
+    #: The envelope writer failed for another reason than a full disk.
+    WRITE_FAILED = "write_failed"
     ABORTED = "aborted"
 
 
@@ -60,6 +62,8 @@ MESSAGES: dict[EndReason, str] = {
                            " has been kept. Please ask staff for help.",
     EndReason.DISK_FULL: "The kiosk ran out of storage space. What you said up to that moment"
                          " has been kept. Please ask staff for help.",
+    EndReason.WRITE_FAILED: "The kiosk had a problem saving this answer. What you said up to"
+                            " that moment has been kept. Please ask staff for help.",
 }
 SILENT_MESSAGE = ("We could not hear you. Please speak close to the microphone and record"
                   " this answer again.")
@@ -77,17 +81,28 @@ class RecordingError(Exception):
 
 
 class SealedFileLike(Protocol):
-    path: Path
-    size: int
-    sha256: str
+    @property
+    def path(self) -> Path: ...
+
+    @property
+    def size(self) -> int: ...
+
+    @property
+    def sha256(self) -> str: ...
 
 
 class EnvelopeWriterLike(Protocol):
     @property
-    def file_key(self) -> bytes: ...
+    def file_key(self) -> bytearray: ...
 
     @property
     def bytes_accepted(self) -> int: ...
+
+    @property
+    def renamed(self) -> bool: ...
+
+    @property
+    def sealed_file(self) -> SealedFileLike | None: ...
 
     def write(self, data: bytes | bytearray | memoryview) -> None: ...
 
@@ -95,17 +110,37 @@ class EnvelopeWriterLike(Protocol):
 
     def abort(self) -> None: ...
 
+    def drop_key(self) -> None: ...
 
-WriterFactory = Callable[[Path, Iterable[Any]], EnvelopeWriterLike]
+
+class WriterFactory(Protocol):
+    def __call__(self, path: Path, recipients: Iterable[Any], *,
+                 allow_mixed: bool = False) -> EnvelopeWriterLike: ...
 
 
-def envelope_writer(path: Path, recipients: Iterable[Any]) -> EnvelopeWriterLike:
+def envelope_writer(path: Path, recipients: Iterable[Any], *,
+                    allow_mixed: bool = False) -> EnvelopeWriterLike:
     from sync.envelope import EnvelopeWriter
 
-    return EnvelopeWriter(path, recipients)
+    return EnvelopeWriter(path, recipients, allow_mixed=allow_mixed)
 
 
-def _no_space(exc: BaseException) -> bool:
+@dataclass(frozen=True)
+class TakeSettings:
+    """What a take needs from the recorder that makes it, handed over at its start."""
+
+    max_answer_s: float = 300.0
+    silence_threshold_dbfs: float = -50.0
+    #: Once blocks flow, a gap this long means the microphone went away.
+    stall_timeout_s: float = 2.0
+    #: Target Opus bitrate; None leaves libsndfile's default (about 61 kbit/s).
+    opus_bitrate_kbps: float | None = None
+    clock: Callable[[], float] = time.monotonic
+    ballast: Ballast | None = None
+    writer_factory: WriterFactory = envelope_writer
+
+
+def _no_space(exc: BaseException | None) -> bool:
     return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
@@ -155,17 +190,26 @@ class TakeResult:
 
 
 class Take:
-    """One recording in progress, then its result. Made by :meth:`Recorder.start`."""
+    """One recording in progress, then its result. Made by :meth:`Recorder.start`.
 
-    def __init__(self, recorder: Recorder, path: Path,
-                 on_end: Callable[[TakeResult], None] | None, started_at: float) -> None:
+    The boundary with the recorder is this: the recorder owns the microphone stream and
+    hands the take its blocks (:meth:`feed`) or the news that the stream died
+    (:meth:`device_lost`); the take owns its encoder, envelope writer and writer thread,
+    and tells the recorder once, through ``on_release``, that it takes no more blocks.
+    """
+
+    def __init__(self, path: Path, settings: TakeSettings, *,
+                 on_end: Callable[[TakeResult], None] | None,
+                 on_release: Callable[[Take, bool], None],
+                 started_at: float) -> None:
         self.path = path
-        self._rec = recorder
+        self._settings = settings
         self._on_end = on_end
-        self._clock = recorder.clock
+        self._on_release = on_release
+        self._clock = settings.clock
         self._started_at = started_at
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        max_frames = max(1, int(round(recorder.max_answer_s * SAMPLE_RATE)))
+        max_frames = max(1, int(round(settings.max_answer_s * SAMPLE_RATE)))
         self._meters = TakeMeters(samplerate=SAMPLE_RATE, max_frames=max_frames)
         self._writer: EnvelopeWriterLike | None = None
         self._sink: SealedSink | None = None
@@ -181,10 +225,21 @@ class Take:
         self._result: TakeResult | None = None
 
     # -- opening -------------------------------------------------------------------------
-    def _open_writer(self, recipients: list[Any]) -> None:
-        rec = self._rec
+    def begin(self, recipients: list[Any], *, allow_mixed: bool = False) -> None:
+        """Open the envelope writer and the encoder, then start the writer thread.
+
+        Raises :class:`StorageFullError` or :class:`RecordingError` (with a message for
+        the person), leaving no file behind.
+        """
+        self._open_writer(recipients, allow_mixed)
+        self._thread = threading.Thread(target=self._run, name="take-writer", daemon=True)
+        self._thread.start()
+
+    def _open_writer(self, recipients: list[Any], allow_mixed: bool) -> None:
+        settings = self._settings
         try:
-            self._writer = rec.writer_factory(self.path, recipients)
+            self._writer = settings.writer_factory(self.path, recipients,
+                                                   allow_mixed=allow_mixed)
         except OSError as exc:
             if _no_space(exc):
                 logs.event(log, "take_refused", reason="disk_full")
@@ -192,11 +247,17 @@ class Take:
             logs.event(log, "take_refused", reason="write_error", errno=exc.errno)
             raise RecordingError("The kiosk could not start recording. Please ask staff for"
                                  " help.") from None
+        except Exception as exc:
+            # A bad recipient set (mixed post-quantum and classic keys, say) or any other
+            # fault of the writer: the person is told, staff find the kind in the log.
+            logs.event(log, "take_refused", reason="writer_failed", error=type(exc).__name__)
+            raise RecordingError("The kiosk could not start recording. Please ask staff for"
+                                 " help.") from None
         try:
             self._sink = SealedSink(self._writer)
             kwargs: dict[str, Any] = {}
-            if rec.compression_level is not None:
-                kwargs["compression_level"] = rec.compression_level
+            if settings.opus_bitrate_kbps is not None:
+                kwargs["compression_level"] = compression_level_for(settings.opus_bitrate_kbps)
             self._sndfile = sf.SoundFile(self._sink, mode="w", samplerate=SAMPLE_RATE,
                                          channels=CHANNELS, format="OGG", subtype="OPUS",
                                          **kwargs)
@@ -208,12 +269,13 @@ class Take:
             raise RecordingError("The kiosk could not start recording. Please ask staff for"
                                  " help.") from None
 
-    def _start_thread(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="take-writer", daemon=True)
-        self._thread.start()
+    @property
+    def accepting(self) -> bool:
+        """Whether the take still takes blocks (False once it was asked to end)."""
+        return not self._closing
 
     # -- called from PortAudio's thread: copy, queue, meter --------------------------------
-    def _accept(self, indata: np.ndarray, frames: int, overflow: bool, now: float) -> None:
+    def feed(self, indata: np.ndarray, frames: int, overflow: bool, now: float) -> None:
         if self._closing:
             return
         try:
@@ -233,7 +295,7 @@ class Take:
             self._closing = True
             self._queue.put(_LOST)
 
-    def _device_lost(self) -> None:
+    def device_lost(self) -> None:
         if not self._closing:
             self._closing = True
             self._queue.put(_LOST)
@@ -243,8 +305,9 @@ class Take:
         return self._meters.latest
 
     @property
-    def file_key(self) -> bytes:
-        """The part's file key, for the session's custody; gone once the take is over."""
+    def file_key(self) -> bytearray:
+        """A copy of the part's file key, which the caller (the session's custody) owns
+        and zeroes; the take's own copy is zeroed when the take is over."""
         if self._writer is None:
             raise ValueError("the take is over: its file key is held by the session")
         return self._writer.file_key
@@ -292,14 +355,21 @@ class Take:
         except Exception as exc:  # a bug must not cost the audio: seal what we have
             logs.event(log, "take_writer_error", error=type(exc).__name__)
             reason = EndReason.DEVICE_LOST
-        self._finish(reason)
+        try:
+            self._finish(reason)
+        except Exception as exc:
+            # Whoever waits on this take must hear that it ended, whatever went wrong.
+            logs.event(log, "take_finish_error", error=type(exc).__name__)
+            if not self._done.is_set():
+                self._give_up()
 
     def _record(self) -> EndReason:
         while True:
             # A stream just armed may take seconds to deliver (see the module doc);
             # once blocks flow, a gap means the microphone went away.
-            timeout = (self._rec.stall_timeout_s if self._first_block_at is not None
-                       else max(self._rec.stall_timeout_s, FIRST_BLOCK_TIMEOUT_S))
+            stall = self._settings.stall_timeout_s
+            timeout = (stall if self._first_block_at is not None
+                       else max(stall, FIRST_BLOCK_TIMEOUT_S))
             try:
                 item = self._queue.get(timeout=timeout)
             except queue.Empty:
@@ -312,10 +382,14 @@ class Take:
             if item is _LOST:
                 return EndReason.DEVICE_LOST
             if self._encode(item):
-                return EndReason.DISK_FULL
+                return self._write_failure()
+
+    def _write_failure(self) -> EndReason:
+        assert self._sink is not None
+        return EndReason.DISK_FULL if _no_space(self._sink.error) else EndReason.WRITE_FAILED
 
     def _encode(self, block: np.ndarray) -> bool:
-        """Encode one block; True when the disk has filled."""
+        """Encode one block; True once the envelope writer has failed (a full disk...)."""
         assert self._sndfile is not None and self._sink is not None
         self._sndfile.write(block)
         self._encoded_frames += len(block)
@@ -327,7 +401,7 @@ class Take:
         self._closing = True
         if self._abort_requested:
             reason = EndReason.ABORTED
-        self._rec._take_over(self, device_lost=reason is EndReason.DEVICE_LOST)
+        self._on_release(self, reason is EndReason.DEVICE_LOST)
         sealed = None
         if reason is EndReason.ABORTED:
             self._drop_encoder()
@@ -348,47 +422,62 @@ class Take:
                 if self._writer is not None:
                     self._writer.abort()
             else:
-                sealed, disk_full = self._seal()
-                if disk_full:
-                    reason = EndReason.DISK_FULL
+                sealed, failure = self._seal()
+                if failure is not None:
+                    reason = failure
         self._publish(reason, sealed)
 
-    def _seal(self) -> tuple[SealedFileLike | None, bool]:
-        """Flush the encoder, free space if need be, and seal. Returns (sealed, disk_full)."""
+    def _seal(self) -> tuple[SealedFileLike | None, EndReason | None]:
+        """Flush the encoder, free space if need be, and seal.
+
+        Returns the sealed part (None if nothing could be kept) and, when the writer
+        failed on the way, why: DISK_FULL or WRITE_FAILED.
+        """
         assert self._sink is not None and self._writer is not None
+        writer = self._writer
         try:
             if self._sndfile is not None:
                 self._sndfile.close()  # the encoder's last Ogg pages, into the sink
         except Exception as exc:
             logs.event(log, "take_encoder_close_failed", error=type(exc).__name__)
-        disk_full = self._sink.error is not None
+        failure = self._write_failure() if self._sink.error is not None else None
         released = False
-        if disk_full:
+        if failure is EndReason.DISK_FULL:
             released = self._release_ballast()
         for _attempt in range(3):
             try:
                 self._sink.flush_held()
-                sealed = self._writer.close()
+                sealed = writer.close()
                 self._drop_encoder()
-                return sealed, disk_full
+                return sealed, failure
             except OSError as exc:
+                if writer.renamed:
+                    # The part is complete and in place; only the directory's fsync
+                    # failed. It is kept (deleting it would lose the answer for sure).
+                    logs.event(log, "take_dir_fsync_failed", errno=exc.errno)
+                    failure = failure or EndReason.WRITE_FAILED
+                    continue
                 if not _no_space(exc):
                     logs.event(log, "take_seal_failed", errno=exc.errno)
+                    failure = failure or EndReason.WRITE_FAILED
                     break
-                disk_full = True
+                failure = EndReason.DISK_FULL
                 if released or not self._release_ballast():
                     logs.event(log, "take_seal_failed", reason="disk_full")
                     break
                 released = True
             except Exception as exc:
                 logs.event(log, "take_seal_failed", error=type(exc).__name__)
+                failure = failure or EndReason.WRITE_FAILED
                 break
         self._drop_encoder()
-        self._writer.abort()
-        return None, disk_full
+        if writer.renamed:
+            return writer.sealed_file, failure
+        writer.abort()
+        return None, failure
 
     def _release_ballast(self) -> bool:
-        ballast = self._rec.ballast
+        ballast = self._settings.ballast
         freed = ballast is not None and ballast.release()
         logs.event(log, "ballast_released", freed=freed)
         return freed
@@ -403,6 +492,28 @@ class Take:
         if self._sink is not None:
             self._sink.detach_writer()
 
+    def _give_up(self) -> None:
+        """A bug while finishing: report the take as not kept, so nobody waits forever."""
+        writer, self._writer = self._writer, None
+        for step in ("abort", "drop_key"):
+            try:
+                getattr(writer, step)()
+            except Exception:
+                pass
+        result = TakeResult(
+            reason=EndReason.WRITE_FAILED, sealed=None, frames=self._encoded_frames,
+            samplerate=SAMPLE_RATE, overflows=self._meters.overflows, opus_bytes=0,
+            silent=False, max_rms_dbfs=self._meters.max_rms_dbfs,
+            max_peak_dbfs=self._meters.max_peak_dbfs, first_block_latency_s=None,
+            seal_latency_s=None)
+        self._result = result
+        if self._on_end is not None:
+            try:
+                self._on_end(result)
+            except Exception as exc:
+                logs.event(log, "take_on_end_failed", error=type(exc).__name__)
+        self._done.set()
+
     def _publish(self, reason: EndReason, sealed: SealedFileLike | None) -> None:
         assert self._sink is not None
         meters = self._meters
@@ -413,7 +524,7 @@ class Take:
             reason=reason, sealed=sealed, frames=self._encoded_frames,
             samplerate=SAMPLE_RATE, overflows=meters.overflows,
             opus_bytes=self._sink.bytes_written,
-            silent=meters.max_rms_dbfs < self._rec.silence_threshold_dbfs,
+            silent=meters.max_rms_dbfs < self._settings.silence_threshold_dbfs,
             max_rms_dbfs=meters.max_rms_dbfs, max_peak_dbfs=meters.max_peak_dbfs,
             first_block_latency_s=first,
             seal_latency_s=(sealed_at - self._end_noticed_at
@@ -430,8 +541,10 @@ class Take:
                 self._on_end(result)
             except Exception as exc:
                 logs.event(log, "take_on_end_failed", error=type(exc).__name__)
-        # The writer goes, and with it this object's hold on the file key. Not before
-        # on_end: the session's custody may still be taking the key from a take that
+        # The writer's key is zeroed and the writer goes. Not before on_end: the
+        # session's custody may still be taking its copy of the key from a take that
         # ended the moment it started.
-        self._writer = None
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.drop_key()
         self._done.set()

@@ -12,6 +12,8 @@ import base64
 import binascii
 import re
 
+from .errors import HeaderError
+
 _ALPHABET = re.compile(rb"[A-Za-z0-9+/]*")
 
 
@@ -48,8 +50,6 @@ def decode_stanza_arg(args: tuple[str, ...], size: int, what: str) -> bytes:
     X25519 and mlkem768x25519 stanzas share this rule; a breach is a HeaderError
     (the age spec makes a malformed stanza of a known type fatal, not "no match").
     """
-    from .errors import HeaderError
-
     if len(args) != 1:
         raise HeaderError(f"{what} stanza must have exactly one argument")
     try:

@@ -8,6 +8,8 @@ deliberately not enforced here.
 
 from __future__ import annotations
 
+from .errors import KeyFormatError
+
 _CHARSET = "qpzry9x8gf2tvdw0s3jn54khce6mua7l"
 _GEN = (0x3B6A57B2, 0x26508E6D, 0x1EA119FA, 0x3D4233DD, 0x2A1462B3)
 
@@ -94,8 +96,6 @@ def decode_key(text: str, hrp: str, *, upper: bool, what: str, size: int | None 
     and, when ``size`` is given, the payload that many bytes. Errors never quote the
     text: it may be a secret key.
     """
-    from .errors import KeyFormatError
-
     if not isinstance(text, str):
         raise KeyFormatError(f"{what} must be a string")
     if text != (text.upper() if upper else text.lower()):

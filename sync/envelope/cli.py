@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import stat
 import sys
 from collections.abc import Iterator
 from typing import BinaryIO, NoReturn
@@ -97,15 +98,40 @@ class _LazyFile:
 
     A header failure then leaves an existing OUT untouched, and a failure
     later removes the partial output (which for decrypt is plaintext).
+
+    A ``private`` file (decrypt's plaintext) is created mode 0600 whatever the
+    umask. An existing OUT is overwritten, as age does, but only after it has
+    been made 0600, so not one byte of plaintext is ever readable by others.
+    (age itself keeps an existing file's mode and creates new ones 0666 less
+    the umask; it is a tool for one user, this is for testimonies.)
     """
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, *, private: bool = False) -> None:
         self.name = name
+        self._private = private
         self._fh: BinaryIO | None = None
+
+    def _open(self) -> BinaryIO:
+        if not self._private:
+            return open(self.name, "wb")  # noqa: SIM115 - closed in finish/discard
+        # No O_TRUNC: an existing file is cut only once it is private.
+        fd = os.open(self.name, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            info = os.fstat(fd)
+            # Only a regular file is ours to restrict: -o /dev/null or a pipe is
+            # the user's choice, and chmod on a device node would change it for all.
+            if stat.S_ISREG(info.st_mode):
+                if stat.S_IMODE(info.st_mode) != 0o600:
+                    os.fchmod(fd, 0o600)
+                os.ftruncate(fd, 0)
+            return os.fdopen(fd, "wb")
+        except BaseException:
+            os.close(fd)
+            raise
 
     def write(self, data: bytes | memoryview) -> int:
         if self._fh is None:
-            self._fh = open(self.name, "wb")  # noqa: SIM115 - closed in finish/discard
+            self._fh = self._open()
         return self._fh.write(data)
 
     def finish(self) -> None:
@@ -122,14 +148,14 @@ class _LazyFile:
 
 
 @contextlib.contextmanager
-def _output(name: str, *, binary_to_terminal_ok: bool) -> Iterator[BinaryIO]:
+def _output(name: str, *, binary_to_terminal_ok: bool, private: bool) -> Iterator[BinaryIO]:
     if name == "-":
         if not binary_to_terminal_ok and sys.stdout.isatty():
             raise _Failure("refusing to write binary age data to a terminal; use -o")
         yield sys.stdout.buffer
         sys.stdout.buffer.flush()
         return
-    out = _LazyFile(name)
+    out = _LazyFile(name, private=private)
     try:
         yield out  # type: ignore[misc]
         out.finish()
@@ -162,7 +188,10 @@ def _encrypt(args: argparse.Namespace) -> None:
         recipients += _parse_recipients_file(_read_text(name, "recipients file"))
     if not recipients:
         raise _Failure("no recipients: use -r or -R")
-    with _input(args.input) as src, _output(args.output, binary_to_terminal_ok=False) as dst:
+    with (
+        _input(args.input) as src,
+        _output(args.output, binary_to_terminal_ok=False, private=False) as dst,
+    ):
         encrypt_stream(src, dst, recipients)
 
 
@@ -172,7 +201,10 @@ def _decrypt(args: argparse.Namespace) -> None:
     identities: list[Identity] = []
     for name in args.identity:
         identities += parse_identity_file(_read_text(name, "identity file"))
-    with _input(args.input) as src, _output(args.output, binary_to_terminal_ok=True) as dst:
+    with (
+        _input(args.input) as src,
+        _output(args.output, binary_to_terminal_ok=True, private=True) as dst,
+    ):
         decrypt_stream(src, dst, identities=identities)
 
 

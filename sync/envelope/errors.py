@@ -3,6 +3,10 @@
 The vetting tool and the tests tell these apart: a truncated recording is
 recoverable, a tampered one is not, and "no matching identity" means the
 wrong key was used rather than a damaged file.
+
+This module imports nothing, so that every other module of the package (the
+low-level ``b64`` and ``bech32`` included) can import its errors at the top
+without an import cycle.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Callable, Generator, Iterable
+from collections.abc import Generator, Iterable
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -30,10 +30,9 @@ from .stream import (
     ChunkOpener,
     payload_key,
 )
+from .streamio import Readinto, fill, write_all
 
 __all__ = ["DecryptResult", "SealedReader", "decrypt_stream", "open_bytes", "open_sealed"]
-
-_Readinto = Callable[[memoryview], int]
 
 
 @dataclass(frozen=True)
@@ -117,20 +116,9 @@ class _Prefixed:
         return n
 
 
-def _fill(readinto: _Readinto, buf: memoryview) -> int:
-    """Read until ``buf`` is full or the source ends; return the count."""
-    got = 0
-    while got < len(buf):
-        n = readinto(buf[got:])
-        if not n:
-            break
-        got += n
-    return got
-
-
-def _read_nonce(readinto: _Readinto) -> bytes:
+def _read_nonce(readinto: Readinto) -> bytes:
     nonce = bytearray(PAYLOAD_NONCE_SIZE)
-    if _fill(readinto, memoryview(nonce)) != PAYLOAD_NONCE_SIZE:
+    if fill(readinto, memoryview(nonce)) != PAYLOAD_NONCE_SIZE:
         # age reports this as a header failure, and so do the test vectors.
         raise HeaderError("file ends before the payload nonce")
     return bytes(nonce)
@@ -143,7 +131,7 @@ class _End:
 
 
 def _chunks(
-    readinto: _Readinto, opener: ChunkOpener, *, recover: bool
+    readinto: Readinto, opener: ChunkOpener, *, recover: bool
 ) -> Generator[memoryview, None, _End]:
     """Yield authenticated plaintext chunks in order (views valid until the next one).
 
@@ -155,7 +143,7 @@ def _chunks(
     have = 0
     index = 0
     while True:
-        have += _fill(readinto, view[have:])
+        have += fill(readinto, view[have:])
         if have == 0:
             # The file ends on a chunk boundary and no final chunk was seen.
             if recover:
@@ -201,14 +189,6 @@ def _chunks(
         raise PayloadError(f"final payload chunk {index} failed to authenticate or is malformed")
 
 
-def _write_all(dst: BinaryIO, data: memoryview) -> None:
-    while data:
-        n = dst.write(data)
-        if n is None or n >= len(data):
-            return
-        data = data[n:]
-
-
 def decrypt_stream(
     src: BinaryIO,
     dst: BinaryIO,
@@ -235,7 +215,7 @@ def decrypt_stream(
             except StopIteration as stop:
                 end: _End = stop.value
                 return DecryptResult(size=size, truncated=end.truncated, discarded=end.discarded)
-            _write_all(dst, plain)
+            write_all(dst, plain)
             size += len(plain)
     finally:
         opener.wipe()
@@ -311,7 +291,7 @@ class SealedReader(io.RawIOBase):
     def _read_chunk(self, index: int, length: int) -> memoryview:
         data = self._sealed[:length]
         self._src.seek(self._payload_start + index * ENC_CHUNK_SIZE)
-        if _fill(self._source_readinto, data) != length:
+        if fill(self._source_readinto, data) != length:
             raise PayloadError("file changed while it was being read")
         return data
 

@@ -47,11 +47,13 @@ class ChunkSealer:
     """
 
     def __init__(self, key: bytes) -> None:
-        self._aead = ChaCha20Poly1305(key)
+        self._aead: ChaCha20Poly1305 | None = ChaCha20Poly1305(key)
         self._out = memoryview(bytearray(ENC_CHUNK_SIZE))
 
     def seal(self, index: int, plaintext: bytes | bytearray | memoryview, last: bool) -> memoryview:
         """Return the sealed chunk; the view is valid until the next call."""
+        if self._aead is None:
+            raise ValueError("the sealer was wiped: it holds no key any more")
         n = len(plaintext) + TAG_SIZE
         if n > ENC_CHUNK_SIZE:
             raise ValueError("chunk larger than 64 KiB")
@@ -62,6 +64,10 @@ class ChunkSealer:
         return out
 
     def wipe(self) -> None:
+        """Zero the output buffer and let go of the key; the sealer is unusable after."""
+        # cryptography keeps the key inside the AEAD object, out of our reach:
+        # dropping the last reference is the most we can do to forget it.
+        self._aead = None
         self._out[:] = bytes(ENC_CHUNK_SIZE)
 
 
@@ -73,14 +79,19 @@ class ChunkOpener:
     """
 
     def __init__(self, key: bytes) -> None:
-        self._aead = ChaCha20Poly1305(key)
+        self._aead: ChaCha20Poly1305 | None = ChaCha20Poly1305(key)
         self._buf = bytearray(CHUNK_SIZE)
         self._out = memoryview(self._buf)
 
     def open(
         self, index: int, ciphertext: bytes | bytearray | memoryview, last: bool
     ) -> memoryview | None:
-        """Return the plaintext (valid until the next call), or None if it does not authenticate."""
+        """Return the plaintext (valid until the next call), or None if it does not authenticate.
+
+        Raises ValueError once wiped: "wiped" must not read as "did not authenticate".
+        """
+        if self._aead is None:
+            raise ValueError("the opener was wiped: it holds no key any more")
         n = len(ciphertext) - TAG_SIZE
         if n < 0 or n > CHUNK_SIZE:
             return None
@@ -93,4 +104,6 @@ class ChunkOpener:
         return out
 
     def wipe(self) -> None:
+        """Zero the plaintext buffer and let go of the key; the opener is unusable after."""
+        self._aead = None  # see ChunkSealer.wipe
         self._out[:] = bytes(CHUNK_SIZE)

@@ -1,13 +1,18 @@
 """Key custody for one defender's session: the file keys of its parts, in one place.
 
 Every part is sealed to the vetting team, and also openable with its own random file
-key, which the kiosk needs for "listen back". Those keys live only here, in RAM, for
-as long as the session lasts:
+key, which the kiosk needs for "listen back". Those keys live only here, in RAM, in
+mutable buffers, for as long as the session lasts:
 
 * :meth:`SessionCustody.discard` (abandon, idle timeout, "start again") deletes the
   session's parts and store rows and drops the keys;
 * :meth:`SessionCustody.submit` seals the manifest, commits the submission, and drops
   the keys.
+
+Custody also owns everything that holds a key derived from them: every review reader
+it opened (a reader holds the payload key inside a ``cryptography`` object) and every
+player it loaded. Submitting or discarding stops those players and closes those
+readers before the keys are zeroed.
 
 After either, the parts open only with the team's identity. "Drops" means the key
 buffers are zeroed and forgotten; Python cannot promise that no transient copy was
@@ -17,7 +22,6 @@ object of the kiosk can open a part any more, which tests/test_custody.py checks
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import shutil
@@ -25,41 +29,69 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Protocol
 
-from . import logs
-from .audio.player import SealedPart
-from .audio.recorder import Recorder, Take, TakeResult
-from .ids import new_submission_id
+from sync.envelope import parse_recipient
+
+from .. import logs
+from ..audio.player import SealedPart
+from ..audio.recorder import Recorder, Take, TakeResult
+from ..ids import new_submission_id
+from .layout import OUTBOX, make_dir_durably
+from .manifest import build_manifest, seal_manifest
 from .store import PartRecord, Store
 
 log = logging.getLogger("kiosk.custody")
 
-OUTBOX = "outbox"
-MANIFEST_NAME = "manifest.json"
 _PROMPT_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
+
+
+class _Stoppable(Protocol):
+    def stop(self) -> None: ...
+
+
+class _Loads(_Stoppable, Protocol):
+    def load(self, source: Any) -> float: ...
 
 
 class CustodyClosed(RuntimeError):
     """The session was submitted or discarded: its keys are gone."""
 
 
+class ReviewSource:
+    """A part to play back to the defender; every reader it opens belongs to custody."""
+
+    def __init__(self, custody: SessionCustody, name: str) -> None:
+        self._custody = custody
+        self.name = name
+
+    def open(self) -> BinaryIO:
+        return self._custody._open_reader(self.name)
+
+
 class SessionCustody:
     """The parts and file keys of one submission in the making."""
 
     def __init__(self, *, data_dir: Path, store: Store, recipients: Iterable[Any],
-                 submission_id: str | None = None,
+                 allow_mixed: bool = False, submission_id: str | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self.submission_id = submission_id or new_submission_id()
         self.directory = data_dir / OUTBOX / self.submission_id
         self.store = store
-        self.recipients = list(recipients)
+        self.recipients = [parse_recipient(r) if isinstance(r, str) else r
+                           for r in recipients]
         if not self.recipients:
             raise ValueError("no recipients to seal to")
+        if len({r.post_quantum for r in self.recipients}) > 1 and not allow_mixed:
+            # Refused here, before anything is recorded, rather than at every take.
+            raise ValueError("refusing to mix post-quantum and classic recipients")
+        self.allow_mixed = allow_mixed
         self.clock = clock
         self._lock = threading.RLock()
         self._keys: dict[str, bytearray] = {}
         self._takes: dict[str, Take] = {}  # recording now, or not yet handed over
+        self._readers: list[BinaryIO] = []  # review readers handed out, open or closed
+        self._players: list[_Stoppable] = []  # players loaded with a review source
         self._counter = 0
         self._closed: str | None = None  # "submitted" or "discarded"
         self._opened = False
@@ -80,7 +112,7 @@ class SessionCustody:
                 # The row first: a crash from here on leaves a part that the start-up
                 # sweep knows belongs to an unsubmitted submission.
                 self.store.open_submission(self.submission_id, now=self.clock())
-                self.directory.mkdir(parents=True, exist_ok=True)
+                make_dir_durably(self.directory)
                 self._opened = True
             self._counter += 1
             name = f"{prompt_id}-{self._counter}"
@@ -91,9 +123,11 @@ class SessionCustody:
                 if on_end is not None:
                     on_end(name, result)
 
-            take = recorder.start(path, self.recipients, on_end=ended)
-            # The key goes into custody now, so that a discard mid-take drops it too.
-            self._keys[name] = bytearray(take.file_key)
+            take = recorder.start(path, self.recipients, on_end=ended,
+                                  allow_mixed=self.allow_mixed)
+            # The key goes into custody now (a copy that custody owns and zeroes), so
+            # that a discard mid-take drops it too.
+            self._keys[name] = take.file_key
             self._takes[name] = take
             return name, take
 
@@ -115,13 +149,38 @@ class SessionCustody:
     def parts(self) -> list[PartRecord]:
         return self.store.parts(self.submission_id)
 
-    def review_source(self, name: str) -> SealedPart:
-        """What the player needs to play part ``name`` back to the defender."""
+    def review_source(self, name: str) -> ReviewSource:
+        """What the player needs to play part ``name`` back to the defender.
+
+        Every reader it opens is closed when the session is submitted or discarded.
+        """
         with self._lock:
-            self._check_open()
-            if name not in self._keys or name in self._takes:
-                raise KeyError(name)
-            return SealedPart(self.directory / f"{name}.age", self._keys[name])
+            self._check_reviewable(name)
+            return ReviewSource(self, name)
+
+    def play_back(self, name: str, player: _Loads) -> float:
+        """Load part ``name`` into ``player`` (returns its duration in seconds).
+
+        The player is stopped when the session is submitted or discarded.
+        """
+        source = self.review_source(name)
+        with self._lock:
+            self._players.append(player)
+        return player.load(source)
+
+    def _check_reviewable(self, name: str) -> None:
+        self._check_open()
+        if name not in self._keys or name in self._takes:
+            raise KeyError(name)
+
+    def _open_reader(self, name: str) -> BinaryIO:
+        with self._lock:
+            self._check_reviewable(name)
+            reader = SealedPart(self.directory / f"{name}.age", self._keys[name]).open()
+            # Forget readers already closed (a screen that reviewed many times).
+            self._readers = [r for r in self._readers if not r.closed]
+            self._readers.append(reader)
+            return reader
 
     def drop_part(self, name: str) -> None:
         """Delete one part (the defender re-records that answer)."""
@@ -147,6 +206,7 @@ class SessionCustody:
             self._closed = "discarded"
             takes = list(self._takes.values())
             self._takes.clear()
+        self._revoke()
         for take in takes:
             take.abort()
         with self._lock:
@@ -156,14 +216,12 @@ class SessionCustody:
         logs.event(log, "session_discarded", submission=self.submission_id)
 
     def submit(self, manifest: Mapping[str, Any]) -> Path:
-        """Seal ``manifest`` with the parts' metadata, commit, drop the keys.
+        """Seal ``manifest`` with the parts' metadata, commit, drop every key.
 
         Returns the sealed manifest's path. The manifest holds what the defender gave
         (name or "Anonymous", consent, answers' metadata...): it exists in clear only
         in RAM and is written sealed to the same recipients as the parts.
         """
-        from sync.envelope import EnvelopeWriter
-
         with self._lock:
             self._check_open()
             if self._takes:
@@ -171,31 +229,15 @@ class SessionCustody:
             parts = self.parts()
             if not parts:
                 raise RuntimeError("nothing was recorded")
-            document = {
-                **manifest,
-                "submission_id": self.submission_id,
-                "parts": [{"name": p.name, "prompt_id": p.prompt_id,
-                           "file": f"{p.name}.age", "duration_s": p.duration_s,
-                           "size": p.size, "sha256": p.sha256, "overflows": p.overflows}
-                          for p in parts],
-            }
-            data = bytearray(json.dumps(document, ensure_ascii=False,
-                                        sort_keys=True).encode("utf-8"))
-            path = self.directory / f"{MANIFEST_NAME}.age"
-            path.unlink(missing_ok=True)  # an earlier attempt that failed to commit
-            writer = EnvelopeWriter(path, self.recipients)
-            try:
-                writer.write(data)
-                sealed = writer.close()
-            except BaseException:
-                writer.abort()
-                raise
-            finally:
-                data[:] = bytes(len(data))
-                del writer
+            document = build_manifest(self.submission_id, manifest, parts)
+            sealed = seal_manifest(self.directory, document, self.recipients,
+                                   allow_mixed=self.allow_mixed)
+            del document
             self.store.mark_submitted(self.submission_id, manifest_size=sealed.size,
                                       manifest_sha256=sealed.sha256, now=self.clock())
             self._closed = "submitted"
+        self._revoke()
+        with self._lock:
             self._drop_all_keys()
         logs.event(log, "session_submitted", submission=self.submission_id, parts=len(parts))
         return sealed.path
@@ -208,6 +250,20 @@ class SessionCustody:
     def _check_open(self) -> None:
         if self._closed is not None:
             raise CustodyClosed(f"this session was {self._closed}; its keys are gone")
+
+    def _revoke(self) -> None:
+        """Stop every review player and close every review reader (outside the lock:
+        a player's feeder thread may be waiting for it)."""
+        with self._lock:
+            players, self._players = self._players, []
+            readers, self._readers = self._readers, []
+        for player in players:
+            try:
+                player.stop()
+            except Exception as exc:
+                logs.event(log, "review_player_stop_failed", error=type(exc).__name__)
+        for reader in readers:
+            reader.close()  # the sealed reader wipes its payload key here
 
     def _drop_key(self, name: str) -> None:
         key = self._keys.pop(name, None)

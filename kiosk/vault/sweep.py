@@ -8,19 +8,23 @@ outlive the kiosk's next start (DESIGN.md, data flow): the defender never said
 What a submitted submission holds is kept: the parts its store rows list and its
 sealed manifest. Left-overs inside it (a ``.part`` of an interrupted write, a part
 dropped by a re-record whose file survived a crash) are deleted too.
+
+Only folders named like submission ids are submissions. Anything else in ``outbox/``
+(a file, a symlink, a folder with another name: a staff member's copy, a tool's
+left-over) is not the kiosk's to judge: it is counted, logged without its name, and
+left for staff.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import logs
+from .. import logs
 from .ballast import Ballast
-from .custody import MANIFEST_NAME, OUTBOX
+from .layout import MANIFEST_FILE, OUTBOX, fsync_dir, is_submission_folder
 from .store import Store
 
 log = logging.getLogger("kiosk.outbox")
@@ -36,6 +40,8 @@ class SweepReport:
     partial: int
     #: Whether the disk-full ballast is in place after the sweep.
     ballast: bool
+    #: Entries of ``outbox/`` that are not submission folders, left for staff.
+    strays: int = 0
 
 
 def _count(folder: Path) -> tuple[int, int]:
@@ -59,23 +65,22 @@ def sweep(data_dir: Path, store: Store, *, ballast: Ballast | None = None) -> Sw
     outbox = data_dir / OUTBOX
     outbox.mkdir(parents=True, exist_ok=True)
     submitted = store.submitted_ids()
-    submissions = files = partial = 0
+    submissions = files = partial = strays = 0
     for entry in sorted(outbox.iterdir()):
-        if entry.name in submitted and entry.is_dir() and not entry.is_symlink():
+        if not is_submission_folder(entry):
+            strays += 1
+            continue
+        if entry.name in submitted:
             keep = {f"{name}.age" for name in store.part_names(entry.name)}
-            keep.add(f"{MANIFEST_NAME}.age")
+            keep.add(MANIFEST_FILE)
             for path in entry.iterdir():
                 if path.name not in keep:
                     files += 1
                     partial += path.name.endswith(".part")
                     _remove(path)
             continue
-        if entry.is_dir() and not entry.is_symlink():
-            f, p = _count(entry)
-            files, partial = files + f, partial + p
-        else:
-            files += 1
-            partial += entry.name.endswith(".part")
+        f, p = _count(entry)
+        files, partial = files + f, partial + p
         _remove(entry)
         store.delete_submission(entry.name)
         submissions += 1
@@ -83,14 +88,12 @@ def sweep(data_dir: Path, store: Store, *, ballast: Ballast | None = None) -> Sw
     for submission_id in store.unsubmitted_ids():
         store.delete_submission(submission_id)
         submissions += 1
-    fd = os.open(outbox, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)  # the deletions themselves must survive the next power cut
-    finally:
-        os.close(fd)
+    fsync_dir(outbox)  # the deletions themselves must survive the next power cut
+    if strays:
+        logs.event(log, "outbox_strays_left", entries=strays)
     ballast_ok = (ballast or Ballast(data_dir)).ensure()
     report = SweepReport(submissions=submissions, files=files, partial=partial,
-                         ballast=ballast_ok)
+                         ballast=ballast_ok, strays=strays)
     logs.event(log, "outbox_swept", submissions=submissions, files=files, partial=partial,
                ballast=ballast_ok)
     return report
