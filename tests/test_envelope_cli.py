@@ -237,3 +237,21 @@ def test_decrypt_to_a_pipe_leaves_it_as_it_is(tmp_path: Path, key: tuple[Path, s
     assert received == [PLAIN]
     mode = fifo.stat().st_mode
     assert stat.S_ISFIFO(mode) and stat.S_IMODE(mode) == 0o644
+
+
+def test_a_failed_decrypt_never_deletes_a_pipe_it_wrote_to(
+    tmp_path: Path, key: tuple[Path, str]
+) -> None:
+    """Partial plaintext is removed from a regular OUT; a FIFO (or, as root, /dev/null)
+    given as OUT is the user's and stays."""
+    path, recipient = key
+    sealed = bytearray(age("-r", recipient, stdin=PLAIN))
+    sealed[-5] ^= 1  # the last chunk fails after the first was written
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    drain = threading.Thread(target=fifo.read_bytes, daemon=True)
+    drain.start()
+    done = cli("decrypt", "-i", str(path), "-o", str(fifo), stdin=bytes(sealed))
+    drain.join(timeout=60)
+    assert_one_line_failure(done, "damaged")
+    assert stat.S_ISFIFO(fifo.stat().st_mode)

@@ -110,10 +110,15 @@ class _LazyFile:
         self.name = name
         self._private = private
         self._fh: BinaryIO | None = None
+        #: Whether OUT is a regular file (ours to delete on failure); /dev/null or a
+        #: pipe is the user's and is never unlinked, above all when run as root.
+        self._regular = False
 
     def _open(self) -> BinaryIO:
         if not self._private:
-            return open(self.name, "wb")  # noqa: SIM115 - closed in finish/discard
+            fh = open(self.name, "wb")  # noqa: SIM115 - closed in finish/discard
+            self._regular = stat.S_ISREG(os.fstat(fh.fileno()).st_mode)
+            return fh
         # No O_TRUNC: an existing file is cut only once it is private.
         fd = os.open(self.name, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
@@ -121,6 +126,7 @@ class _LazyFile:
             # Only a regular file is ours to restrict: -o /dev/null or a pipe is
             # the user's choice, and chmod on a device node would change it for all.
             if stat.S_ISREG(info.st_mode):
+                self._regular = True
                 if stat.S_IMODE(info.st_mode) != 0o600:
                     os.fchmod(fd, 0o600)
                 os.ftruncate(fd, 0)
@@ -143,8 +149,9 @@ class _LazyFile:
     def discard(self) -> None:
         if self._fh is not None:
             self._fh.close()
-            with contextlib.suppress(OSError):
-                os.unlink(self.name)
+            if self._regular:
+                with contextlib.suppress(OSError):
+                    os.unlink(self.name)
 
 
 @contextlib.contextmanager
