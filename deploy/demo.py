@@ -3,6 +3,10 @@
 Run by ``deploy/demo.sh``. It makes ``demo-data/`` (kept between runs), starts
 ``central serve`` on 127.0.0.1, then the kiosk. Without a display it says so, runs the
 kiosk under Xvfb, saves a screenshot of the attract screen and names it.
+
+The service and the kiosk run as ``python -m ...`` with the interpreter running this
+script, so the demo works from whatever environment it was started in (``.venv`` when
+run by ``deploy/demo.sh``), with this checkout's code first on their path.
 """
 
 from __future__ import annotations
@@ -19,7 +23,15 @@ import httpx
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-BIN = REPO / ".venv" / "bin"
+#: The two programs, as modules of the running interpreter's environment.
+CENTRAL = [sys.executable, "-m", "sync.central"]
+KIOSK = [sys.executable, "-m", "kiosk"]
+
+
+def child_env() -> dict[str, str]:
+    """This environment, with the checkout first on the children's module path too."""
+    path = [str(REPO), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
 
 
 def make_identity(path: Path) -> str:
@@ -45,7 +57,7 @@ def make_demo_data(root: Path, port: int) -> Path:
     offline, never on a kiosk.
     """
     central = root / "central"
-    subprocess.run([BIN / "central", "init", "--data", str(central)], check=True)
+    subprocess.run([*CENTRAL, "init", "--data", str(central)], check=True, env=child_env())
     team = make_identity(root / "team" / "vetting-team.key")
     escrow = make_identity(root / "team" / "escrow.key")
     config = root / "kiosk.toml"
@@ -76,15 +88,15 @@ def wait_for_health(url: str, server: subprocess.Popen[bytes], timeout: float = 
 
 
 def run_kiosk(config: Path, screenshot: Path) -> int:
-    kiosk = [str(BIN / "kiosk"), "--config", str(config), "run"]
+    kiosk = [*KIOSK, "--config", str(config), "run"]
     if os.environ.get("DISPLAY"):
         print("demo: starting the kiosk window (close it to stop the demo)")
-        return subprocess.run(kiosk).returncode
+        return subprocess.run(kiosk, env=child_env()).returncode
     print("demo: no display is set ($DISPLAY is empty): running the kiosk under Xvfb")
     if shutil.which("xvfb-run") is None:
         raise SystemExit("demo: xvfb-run is missing: run deploy/setup.sh")
     done = subprocess.run(["xvfb-run", "-a", "-s", "-screen 0 1280x800x24", *kiosk,
-                           "--screenshot", str(screenshot)])
+                           "--screenshot", str(screenshot)], env=child_env())
     if done.returncode == 0 and screenshot.exists():
         print(f"demo: screenshot of the attract screen saved to {screenshot}")
     return done.returncode
@@ -99,8 +111,8 @@ def main() -> int:
     args = parser.parse_args()
     config = make_demo_data(args.data, args.port)
     url = f"http://127.0.0.1:{args.port}"
-    server = subprocess.Popen([BIN / "central", "serve", "--data", str(args.data / "central"),
-                               "--port", str(args.port)])
+    server = subprocess.Popen([*CENTRAL, "serve", "--data", str(args.data / "central"),
+                               "--port", str(args.port)], env=child_env())
     try:
         wait_for_health(url, server)
         print(f"demo: central service answering at {url}")

@@ -14,17 +14,21 @@ generates (we must parse theirs). X25519 runs alongside for good measure.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import io
 import json
 import os
 import random
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import soundfile as sf
 
+from kiosk.audio.recorder import EndReason, Recorder
 from sync.envelope import (
     CHUNK_SIZE,
     NoIdentityMatchError,
@@ -36,7 +40,9 @@ from sync.envelope import (
     parse_recipient,
     seal_bytes,
 )
+from sync.envelope.header import read_header
 from sync.envelope.mlkem import MlkemIdentity, MlkemRecipient
+from tests.audio_fakes import RATE, FakeStreams, loud_noise, start
 
 REPO = Path(__file__).resolve().parent.parent
 PEER = REPO / "tests" / "typage_peer.mjs"
@@ -246,3 +252,37 @@ def test_wrong_hybrid_identity_fails_both_ways(
         decrypt_stream(
             io.BytesIO(theirs_sealed), io.BytesIO(), identities=[MlkemIdentity.generate()]
         )
+
+
+# ------------------------------------------------------- the kiosk's streaming writer
+
+
+def test_a_take_recorded_by_the_kiosk_opens_in_typage(tmp_path: Path, typage: Typage) -> None:
+    identity = MlkemIdentity.generate()
+    # White noise is Opus's densest input: 90 s at the kiosk's bitrate spans 4+ chunks.
+    noise = loud_noise(90.0)
+    recorder = Recorder(FakeStreams([noise]), max_answer_s=600)
+    try:
+        take = start(recorder, tmp_path / "q1-1.age", [identity.recipient()])
+        deadline = time.monotonic() + 60
+        while take.meters().elapsed_s * RATE < len(noise):
+            assert time.monotonic() < deadline, "the fake microphone did not deliver in time"
+            time.sleep(0.01)
+        result = take.stop()
+    finally:
+        recorder.close()
+    assert result.reason is EndReason.STOPPED and result.sealed is not None
+    sealed = result.sealed.path.read_bytes()
+    assert hashlib.sha256(sealed).hexdigest() == result.sealed.sha256
+    with io.BytesIO(sealed) as src:
+        header, _ = read_header(src)
+    assert [s.type for s in header.stanzas] == ["mlkem768x25519"]
+
+    theirs = typage.decrypt(sealed, str(identity))
+    with open_sealed(result.sealed.path, identities=[identity]) as reader:
+        ours = reader.read()
+    assert theirs == ours
+    assert len(ours) == result.opus_bytes > 3 * CHUNK_SIZE
+    # And it is the take: Ogg/Opus with every frame that was recorded.
+    samples, rate = sf.read(io.BytesIO(ours), dtype="int16")
+    assert rate == RATE and len(samples) == result.frames >= len(noise)

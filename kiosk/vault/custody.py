@@ -215,12 +215,13 @@ class SessionCustody:
             self.store.delete_submission(self.submission_id)
         logs.event(log, "session_discarded", submission=self.submission_id)
 
-    def submit(self, manifest: Mapping[str, Any]) -> Path:
+    def submit(self, manifest: Mapping[str, Any], *, receipt_hash: str | None = None) -> Path:
         """Seal ``manifest`` with the parts' metadata, commit, drop every key.
 
         Returns the sealed manifest's path. The manifest holds what the defender gave
         (name or "Anonymous", consent, answers' metadata...): it exists in clear only
         in RAM and is written sealed to the same recipients as the parts.
+        ``receipt_hash`` (a slow hash of the receipt code) is committed with the row.
         """
         with self._lock:
             self._check_open()
@@ -234,7 +235,8 @@ class SessionCustody:
                                    allow_mixed=self.allow_mixed)
             del document
             self.store.mark_submitted(self.submission_id, manifest_size=sealed.size,
-                                      manifest_sha256=sealed.sha256, now=self.clock())
+                                      manifest_sha256=sealed.sha256, now=self.clock(),
+                                      receipt_hash=receipt_hash)
             self._closed = "submitted"
         self._revoke()
         with self._lock:

@@ -71,6 +71,10 @@ class Store:
             "id": str, "state": str, "created_at": float, "submitted_at": float,
             "manifest_size": int, "manifest_sha256": str,
         }, pk="id", not_null={"state", "created_at"}, if_not_exists=True)
+        # A slow hash (scrypt) of the defender's receipt code, so that a withdrawal can
+        # be matched later; the code itself is never stored. Added to older stores too.
+        if "receipt_hash" not in self.db["submissions"].columns_dict:
+            self.db["submissions"].add_column("receipt_hash", str)
         self.db["parts"].create({
             "submission_id": str, "name": str, "prompt_id": str, "duration_s": float,
             "sample_rate": int, "frames": int, "overflows": int, "size": int,
@@ -90,11 +94,18 @@ class Store:
                 {"id": submission_id, "state": OPEN, "created_at": now}, ignore=True)
 
     def mark_submitted(self, submission_id: str, *, manifest_size: int,
-                       manifest_sha256: str, now: float) -> None:
+                       manifest_sha256: str, now: float,
+                       receipt_hash: str | None = None) -> None:
         with self._lock, self.db.atomic():
             self.db["submissions"].update(submission_id, {
                 "state": SUBMITTED, "submitted_at": now, "manifest_size": manifest_size,
-                "manifest_sha256": manifest_sha256})
+                "manifest_sha256": manifest_sha256, "receipt_hash": receipt_hash})
+
+    def receipt_hash(self, submission_id: str) -> str | None:
+        with self._lock:
+            rows = list(self.db.query("select receipt_hash from submissions where id = ?",
+                                      [submission_id]))
+        return rows[0]["receipt_hash"] if rows else None
 
     def submission_state(self, submission_id: str) -> str | None:
         with self._lock:
