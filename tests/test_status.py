@@ -15,7 +15,10 @@ from sync.envelope.mlkem import MlkemIdentity
 
 def _status(tmp_path: Path, recipients: list[str]) -> dict:
     config = tmp_path / "kiosk.toml"
-    config.write_text(f'data_dir = "{tmp_path / "data"}"\nrecipients = {json.dumps(recipients)}\n')
+    # A mix is refused at load unless the config says it is meant (issue 8).
+    mixed = len({r.startswith("age1pq1") for r in recipients}) > 1
+    config.write_text(f'data_dir = "{tmp_path / "data"}"\nrecipients = {json.dumps(recipients)}\n'
+                      + ("allow_classic_recipients = true\n" if mixed else ""))
     done = subprocess.run([sys.executable, "-m", "kiosk", "--config", str(config), "status",
                            "--json"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
