@@ -37,4 +37,6 @@ if [[ ! -x .venv/bin/python ]]; then
 fi
 # constraints.txt pins every package so that each machine and CI install the same set.
 .venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[test]"
+# The UI translations: assets/locale/*/LC_MESSAGES/kiosk.po are the source, .mo are built.
+.venv/bin/pybabel -q compile -d assets/locale -D kiosk
 echo "Set up: .venv ready ($(.venv/bin/python --version))"
