@@ -58,10 +58,23 @@ class Driver:
         self._server.close()
 
     # -- commands, run on the main thread ------------------------------------------
+    def _overlays(self) -> list[Widget]:
+        from kivy.core.window import Window
+        from kivy.uix.modalview import ModalView
+
+        return [w for w in Window.children if isinstance(w, ModalView)]
+
     def _widget(self, widget_id: str) -> Widget:
+        # An open overlay covers the screen: look there first.
+        for overlay in self._overlays():
+            if widget_id in overlay.ids:
+                return overlay.ids[widget_id]
+            found = find_ids(overlay)
+            if widget_id in found:
+                return found[widget_id]
         screen = self.app.root.current_screen
         # Look on the current screen first: ids repeat across screens.
-        widgets = find_ids(screen) or {}
+        widgets = {**find_ids(screen), **screen.ids}
         if widget_id not in widgets:
             widgets = find_ids(self.app.root)
         if widget_id not in widgets:
@@ -72,10 +85,40 @@ class Driver:
         return str(self.app.root.current)
 
     def _cmd_ids(self) -> list[str]:
-        return sorted(find_ids(self.app.root.current_screen))
+        screen = self.app.root.current_screen
+        names = set(find_ids(screen)) | set(screen.ids)
+        for overlay in self._overlays():
+            names |= set(overlay.ids) | set(find_ids(overlay))
+        return sorted(names)
+
+    def _cmd_overlay(self) -> list[str]:
+        """The ids in the open overlays (empty when none is open)."""
+        names: set[str] = set()
+        for overlay in self._overlays():
+            names |= set(overlay.ids) | set(find_ids(overlay))
+        return sorted(names)
+
+    def _cmd_session(self) -> dict[str, Any]:
+        """The session machine's state, for tests: never a name or a contact."""
+        machine = self.app.session.machine
+        return {"state": machine.state.value, "overlay": machine.overlay.value,
+                "language": machine.language, "question": machine.question,
+                "answers": dict(machine.answers), "skipped": sorted(machine.skipped),
+                "recording": machine.recording, "playing": machine.playing,
+                "consent": dict(machine.consent),
+                "submission": self.app.session.last_submission}
+
+    def _cmd_call(self, method: str, args: list[Any] | None = None) -> Any:
+        """Call a method of the current screen (``type_text``, ``select_country``...)."""
+        return getattr(self.app.root.current_screen, method)(*(args or []))
 
     def _cmd_text(self, id: str) -> str:
         return str(self._widget(id).text)
+
+    def _cmd_source_text(self, id: str) -> str:
+        """The logical text of an RtlLabel/RtlButton (``text`` is its display form)."""
+        widget = self._widget(id)
+        return str(getattr(widget, "source_text", widget.text))
 
     def _cmd_tap(self, id: str) -> bool:
         widget = self._widget(id)
