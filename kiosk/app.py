@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from . import logs
 from .config import KioskConfig
@@ -31,7 +33,13 @@ def _prepare_kivy_environment(cfg: KioskConfig) -> None:
 
 
 def run_app(cfg: KioskConfig, *, screenshot: Path | None = None,
-            fullscreen: bool = False) -> int:
+            fullscreen: bool = False, walkthrough: dict[str, Any] | None = None,
+            on_done: Callable[[Any], None] | None = None) -> int:
+    """Run the touchscreen app until it is closed; returns the exit code.
+
+    ``walkthrough`` (options of :class:`kiosk.walkthrough.Walkthrough`) makes the app
+    drive a whole session by itself; ``on_done(app)`` runs after the app has stopped.
+    """
     # Before any screen shows: whatever a crash or a power cut left of an unsubmitted
     # session (sealed parts, .part files) is deleted, as DESIGN.md's start-up rule says.
     store = Store.in_data_dir(cfg.data_dir)
@@ -51,10 +59,12 @@ def run_app(cfg: KioskConfig, *, screenshot: Path | None = None,
 
     from .kivy_app import KioskApp
 
-    app = KioskApp(cfg, store=store, screenshot=screenshot)
+    app = KioskApp(cfg, store=store, screenshot=screenshot, walkthrough=walkthrough)
     logs.event(log, "app_start")
     try:
         app.run()
+        if on_done is not None:
+            on_done(app)
     finally:
         store.close()
     logs.event(log, "app_stop")

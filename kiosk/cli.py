@@ -1,4 +1,5 @@
-"""The ``kiosk`` command: ``run`` (the default), ``status`` and ``check-audio``."""
+"""The ``kiosk`` command: ``run`` (the default), ``walkthrough``, ``status`` and
+``check-audio``."""
 
 from __future__ import annotations
 
@@ -25,6 +26,16 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--screenshot", metavar="PNG", type=Path,
                      help="save a screenshot of the first screen to PNG, then quit")
     run.add_argument("--fullscreen", action="store_true", help="take the whole screen")
+    walk = sub.add_parser("walkthrough",
+                          help="drive a whole defender session by itself, with screenshots")
+    walk.add_argument("--screenshots", metavar="DIR", type=Path, required=True,
+                      help="where to save a PNG of every screen passed")
+    walk.add_argument("--lang", metavar="CODE", default=None,
+                      help="the session's language (default: the config's first)")
+    walk.add_argument("--answer-seconds", type=float, default=4.0,
+                      help="how long each answer records (default 4)")
+    walk.add_argument("--answers", type=int, default=2,
+                      help="questions answered; the rest are skipped (default 2)")
     status = sub.add_parser("status", help="what staff need to know about this kiosk")
     status.add_argument("--json", action="store_true", help="print the status as JSON")
     check = sub.add_parser("check-audio", help="check the microphone and the speakers")
@@ -72,6 +83,33 @@ def _status(cfg: config_mod.KioskConfig, args: argparse.Namespace) -> int:
     return 0
 
 
+def _walkthrough(cfg: config_mod.KioskConfig, args: argparse.Namespace) -> int:
+    from .app import run_app
+
+    language = args.lang or cfg.languages[0]
+    if language not in cfg.languages:
+        print(f"kiosk: --lang {language} is not one of the config's languages"
+              f" ({', '.join(cfg.languages)})", file=sys.stderr)
+        return 2
+    outcome: dict[str, object] = {}
+    code = run_app(cfg, walkthrough={"screenshots": args.screenshots, "language": language,
+                                     "answer_s": args.answer_seconds,
+                                     "answers": args.answers},
+                   on_done=lambda app: outcome.update(result=app.walkthrough.result))
+    result = outcome.get("result")
+    if result is None:
+        print("kiosk walkthrough: the app stopped before the walkthrough ran", file=sys.stderr)
+        return 1
+    shots = len(result.screenshots)  # type: ignore[attr-defined]
+    if code == 0 and result.ok:  # type: ignore[attr-defined]
+        print(f"walkthrough ({language}): submitted {result.submission}; sealed manifest at"
+              f" {result.manifest}; {shots} screenshots in {args.screenshots}")
+        return 0
+    print(f"kiosk walkthrough ({language}) failed: {result.error or 'no submission'}"
+          f" ({shots} screenshots in {args.screenshots})", file=sys.stderr)
+    return 1
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -85,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
         return _check_audio(cfg, args)
     if command == "status":
         return _status(cfg, args)
+    if command == "walkthrough":
+        return _walkthrough(cfg, args)
     from .app import run_app
 
     return run_app(cfg, screenshot=getattr(args, "screenshot", None),

@@ -37,6 +37,41 @@ def find_ids(root: Widget) -> dict[str, Widget]:
     return found
 
 
+def overlays() -> list[Widget]:
+    """The overlays (ModalViews) open over the screens."""
+    from kivy.core.window import Window
+    from kivy.uix.modalview import ModalView
+
+    return [w for w in Window.children if isinstance(w, ModalView)]
+
+
+def find_widget(app: App, widget_id: str) -> Widget:
+    """The widget with kv id ``widget_id``: in an open overlay, else on the current
+    screen (ids repeat across screens), else anywhere."""
+    for overlay in overlays():
+        if widget_id in overlay.ids:
+            return overlay.ids[widget_id]
+        found = find_ids(overlay)
+        if widget_id in found:
+            return found[widget_id]
+    screen = app.root.current_screen
+    widgets = {**find_ids(screen), **screen.ids}
+    if widget_id not in widgets:
+        widgets = find_ids(app.root)
+    if widget_id not in widgets:
+        raise KeyError(f"no widget with id {widget_id!r}")
+    return widgets[widget_id]
+
+
+def tap(app: App, widget_id: str) -> None:
+    """A simulated touch, down and up, at the widget's centre (as a finger would)."""
+    widget = find_widget(app, widget_id)
+    x, y = widget.to_window(*widget.center)
+    touch = UnitTestTouch(x, y)
+    touch.touch_down()
+    touch.touch_up()
+
+
 class Driver:
     def __init__(self, app: App, path: Path) -> None:
         self.app = app
@@ -59,27 +94,10 @@ class Driver:
 
     # -- commands, run on the main thread ------------------------------------------
     def _overlays(self) -> list[Widget]:
-        from kivy.core.window import Window
-        from kivy.uix.modalview import ModalView
-
-        return [w for w in Window.children if isinstance(w, ModalView)]
+        return overlays()
 
     def _widget(self, widget_id: str) -> Widget:
-        # An open overlay covers the screen: look there first.
-        for overlay in self._overlays():
-            if widget_id in overlay.ids:
-                return overlay.ids[widget_id]
-            found = find_ids(overlay)
-            if widget_id in found:
-                return found[widget_id]
-        screen = self.app.root.current_screen
-        # Look on the current screen first: ids repeat across screens.
-        widgets = {**find_ids(screen), **screen.ids}
-        if widget_id not in widgets:
-            widgets = find_ids(self.app.root)
-        if widget_id not in widgets:
-            raise KeyError(f"no widget with id {widget_id!r}")
-        return widgets[widget_id]
+        return find_widget(self.app, widget_id)
 
     def _cmd_screen(self) -> str:
         return str(self.app.root.current)
@@ -121,11 +139,7 @@ class Driver:
         return str(getattr(widget, "source_text", widget.text))
 
     def _cmd_tap(self, id: str) -> bool:
-        widget = self._widget(id)
-        x, y = widget.to_window(*widget.center)
-        touch = UnitTestTouch(x, y)
-        touch.touch_down()
-        touch.touch_up()
+        tap(self.app, id)
         return True
 
     def _cmd_screenshot(self, path: str) -> str:

@@ -47,7 +47,8 @@ class KioskApp(App):
 
     def __init__(self, cfg: KioskConfig, *, store: Store,
                  screenshot: Path | None = None,
-                 recorder: Recorder | None = None) -> None:
+                 recorder: Recorder | None = None,
+                 walkthrough: dict[str, Any] | None = None) -> None:
         super().__init__()
         self.cfg = cfg
         #: The local queue state (ids, sizes, hashes, states; nothing personal).
@@ -62,6 +63,8 @@ class KioskApp(App):
         self._message: ModalView | None = None
         #: Called on every screen change (the walkthrough and the benchmark listen).
         self.on_screen: list[Callable[[str], None]] = []
+        self._walkthrough_options = walkthrough
+        self.walkthrough: Any = None
 
     def build(self) -> ScreenManager:
         # The screens' modules load their kv files on import: after ``tr`` exists.
@@ -114,6 +117,13 @@ class KioskApp(App):
         if self._screenshot is not None:
             # Two frames in, everything has been laid out and drawn.
             Clock.schedule_once(self._take_screenshot_and_quit, 1.0)
+        if self._walkthrough_options is not None:
+            from .walkthrough import Walkthrough
+
+            assert self.session is not None
+            self.session.manifest_extra = {"walkthrough": True}
+            self.walkthrough = Walkthrough(self, **self._walkthrough_options)
+            self.walkthrough.start()
 
     def on_stop(self) -> None:
         if self._driver is not None:

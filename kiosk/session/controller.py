@@ -71,6 +71,8 @@ class SessionController:
         self.last_submission: str | None = None
         #: Steps of sealing done, for the submitting screen's progress bar (0 to 3).
         self.seal_progress = 0
+        #: Added to every manifest (the walkthrough marks its submissions as such).
+        self.manifest_extra: dict[str, Any] = {}
 
     # -- events from the screens and the clock ---------------------------------------------
     def fire(self, event: str, *args: Any, **kwargs: Any) -> bool:
@@ -229,7 +231,8 @@ class SessionController:
         # the submitting screen's progress moves.
         custody = self.custody
         self.seal_progress = 0
-        threading.Thread(target=self._seal, args=(custody, dict(out.manifest)),
+        threading.Thread(target=self._seal,
+                         args=(custody, {**out.manifest, **self.manifest_extra}),
                          name="session-seal", daemon=True).start()
 
     def _seal(self, custody: SessionCustody | None, manifest: dict[str, Any]) -> None:
