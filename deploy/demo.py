@@ -1,8 +1,13 @@
 """The demo: a data directory with a central service and a kiosk pointing at it.
 
 Run by ``deploy/demo.sh``. It makes ``demo-data/`` (kept between runs), starts
-``central serve`` on 127.0.0.1, then the kiosk. Without a display it says so, runs the
-kiosk under Xvfb, saves a screenshot of the attract screen and names it.
+``central serve`` on 127.0.0.1, then the kiosk. With a display, the kiosk opens for a
+person to use. Without one it says so and shows the kiosk's main job by itself: it
+starts the same private virtual microphone the tests use, feeds it speech made by
+espeak-ng, runs ``kiosk walkthrough`` under Xvfb in English and in Arabic (a whole
+defender session, sealed and submitted), leaves a screenshot of every screen, and
+then opens each sealed manifest with the demo team key and prints it: what the vetting
+team will see.
 
 The service and the kiosk run as ``python -m ...`` with the interpreter running this
 script, so the demo works from whatever environment it was started in (``.venv`` when
@@ -16,6 +21,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -87,27 +93,76 @@ def wait_for_health(url: str, server: subprocess.Popen[bytes], timeout: float = 
         time.sleep(0.2)
 
 
-def run_kiosk(config: Path, screenshot: Path) -> int:
-    kiosk = [*KIOSK, "--config", str(config), "run"]
-    if os.environ.get("DISPLAY"):
-        print("demo: starting the kiosk window (close it to stop the demo)")
-        return subprocess.run(kiosk, env=child_env()).returncode
-    print("demo: no display is set ($DISPLAY is empty): running the kiosk under Xvfb")
+def run_kiosk(config: Path) -> int:
+    print("demo: starting the kiosk window (close it to stop the demo)")
+    return subprocess.run([*KIOSK, "--config", str(config), "run"], env=child_env()).returncode
+
+
+def show_manifest(manifest: Path, team_key: Path) -> None:
+    """Open a sealed manifest with the demo team key and print it, as a vetter sees it."""
+    import json
+
+    from sync.envelope import open_bytes, parse_identity_file
+
+    identities = parse_identity_file(team_key.read_text(encoding="utf-8"))
+    document = json.loads(open_bytes(manifest.read_bytes(), identities))
+    print(f"demo: the sealed manifest {manifest.name}, opened with {team_key}:")
+    print(json.dumps(document, indent=2, ensure_ascii=False))
+
+
+def run_walkthroughs(config: Path, data: Path, screenshots: Path,
+                     languages: list[str]) -> int:
+    """Headless: the virtual microphone, speech, and a walkthrough per language."""
+    from tests.harness.pulse import VirtualAudio
+    from tests.harness.speech import make_speech
+
+    print("demo: no display is set ($DISPLAY is empty): running a whole defender session"
+          " under Xvfb, with a virtual microphone fed with espeak-ng speech")
     if shutil.which("xvfb-run") is None:
         raise SystemExit("demo: xvfb-run is missing: run deploy/setup.sh")
-    done = subprocess.run(["xvfb-run", "-a", "-s", "-screen 0 1280x800x24", *kiosk,
-                           "--screenshot", str(screenshot)], env=child_env())
-    if done.returncode == 0 and screenshot.exists():
-        print(f"demo: screenshot of the attract screen saved to {screenshot}")
-    return done.returncode
+    audio = VirtualAudio()
+    audio.start()
+    try:
+        for language in languages:
+            speech = make_speech(audio.dir / f"speech-{language}.wav", language, repeat=2)
+            feeding = threading.Event()
+
+            def feed(wav: Path = speech, stop: threading.Event = feeding) -> None:
+                # Speech into the microphone for as long as the walkthrough runs.
+                while not stop.is_set():
+                    audio.play_into_mic(wav).wait()
+
+            feeder = threading.Thread(target=feed, daemon=True)
+            feeder.start()
+            shots = screenshots / language
+            done = subprocess.run(
+                ["xvfb-run", "-a", "-s", "-screen 0 1280x800x24", *KIOSK, "--config",
+                 str(config), "walkthrough", "--screenshots", str(shots), "--lang",
+                 language], env={**child_env(), **audio.env}, capture_output=True,
+                text=True)
+            feeding.set()
+            feeder.join(30)
+            sys.stdout.write(done.stdout)
+            sys.stderr.write(done.stderr[-3000:] if done.returncode else "")
+            if done.returncode != 0:
+                print(f"demo: the {language} walkthrough failed", file=sys.stderr)
+                return done.returncode
+            print(f"demo: screenshots of every screen ({language}) saved in {shots}")
+            manifest = Path(done.stdout.split("sealed manifest at ", 1)[1].split(";")[0])
+            show_manifest(manifest, data / "team" / "vetting-team.key")
+    finally:
+        audio.stop()
+    return 0
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--data", type=Path, default=REPO / "demo-data")
     parser.add_argument("--port", type=int, default=8765)
-    parser.add_argument("--screenshot", type=Path,
-                        default=REPO / "screenshots" / "demo-attract.png")
+    parser.add_argument("--screenshots", type=Path, default=REPO / "screenshots" / "demo",
+                        help="where the headless demo leaves its screenshots")
+    parser.add_argument("--lang", action="append", dest="languages",
+                        help="a walkthrough language (repeatable; default: en and ar)")
     args = parser.parse_args()
     config = make_demo_data(args.data, args.port)
     url = f"http://127.0.0.1:{args.port}"
@@ -116,7 +171,10 @@ def main() -> int:
     try:
         wait_for_health(url, server)
         print(f"demo: central service answering at {url}")
-        return run_kiosk(config, args.screenshot)
+        if os.environ.get("DISPLAY"):
+            return run_kiosk(config)
+        return run_walkthroughs(config, args.data, args.screenshots,
+                                args.languages or ["en", "ar"])
     finally:
         server.terminate()
         server.wait(10)

@@ -1,4 +1,6 @@
-"""The README's first command (deploy/demo.py after setup): service, kiosk, screenshot.
+"""The README's first command (deploy/demo.py after setup): the service, then, with no
+display, a whole defender session per language under Xvfb with a virtual microphone,
+screenshots of every screen, and each sealed manifest opened with the demo team key.
 
 The demo runs from a copy of the checkout that has no ``.venv`` (as in CI or any
 checkout whose environment lives elsewhere), so it must start the service and the
@@ -35,7 +37,7 @@ from tests.harness.kiosk_app import png_pixels
 
 REPO = Path(__file__).resolve().parent.parent
 #: What the demo needs of a checkout; everything else (.venv above all) is left out.
-CHECKOUT = ["kiosk", "sync", "assets", "pyproject.toml", "README.md"]
+CHECKOUT = ["kiosk", "sync", "assets", "tests", "pyproject.toml", "README.md"]
 
 
 @pytest.fixture(scope="module")
@@ -52,19 +54,39 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    shot = tmp_path / "demo.png"
+    shots = tmp_path / "shots"
     data = tmp_path / "demo-data"
     env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "KIOSK_CONFIG")}
     done = subprocess.run([sys.executable, str(checkout / "deploy" / "demo.py"), "--data",
-                           str(data), "--port", str(port), "--screenshot", str(shot)],
-                          env=env, capture_output=True, text=True, timeout=120)
+                           str(data), "--port", str(port), "--screenshots", str(shots)],
+                          env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"central service answering at http://127.0.0.1:{port}" in done.stdout
     assert "no display is set" in done.stdout
-    assert f"screenshot of the attract screen saved to {shot}" in done.stdout
-    pixels = png_pixels(shot)
-    assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 50
+    for language in ("en", "ar"):
+        assert f"walkthrough ({language}): submitted" in done.stdout
+        assert f"screenshots of every screen ({language}) saved in {shots / language}" \
+            in done.stdout
+        pngs = sorted((shots / language).glob("*.png"))
+        names = {p.stem.split("-", 1)[1] for p in pngs}
+        assert {"attract", "language", "who", "safety", "consent", "identity", "questions",
+                "recording", "review", "receipt"} <= names
+        for png in pngs:
+            assert len(np.unique(png_pixels(png).reshape(-1, 3), axis=0)) > 50, png
     return data, done.stdout
+
+
+def test_the_demo_prints_each_manifest_as_the_vetting_team_sees_it(
+        demo: tuple[Path, str]) -> None:
+    _, stdout = demo
+    printed = [json.loads(block.split("\n}\n", 1)[0] + "\n}")
+               for block in stdout.split(":\n{\n")[1:] for block in ["{\n" + block]]
+    assert [m["language"] for m in printed] == ["en", "ar"]
+    for manifest in printed:
+        assert manifest["display_name"] == "Anonymous" and manifest["walkthrough"] is True
+        assert manifest["consent"]["publish_voice"] is True
+        assert [a["skipped"] for a in manifest["answers"]][:2] == [False, False]
+        assert len(manifest["parts"]) == 2
 
 
 def test_demo_starts_service_and_kiosk_without_a_venv_in_the_checkout(
