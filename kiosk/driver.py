@@ -100,7 +100,10 @@ class Driver:
         return find_widget(self.app, widget_id)
 
     def _cmd_screen(self) -> str:
-        return str(self.app.root.current)
+        """The current screen's name once it is in place; "" while screens fade (a
+        ScreenManager ignores touches until its transition is over)."""
+        manager = self.app.root
+        return "" if manager.transition.is_active else str(manager.current)
 
     def _cmd_ids(self) -> list[str]:
         screen = self.app.root.current_screen

@@ -14,8 +14,15 @@ from .widgets import SessionScreen
 load_kv("language")
 
 
+#: "Choose your language" in the kiosk's languages, shown together before one is chosen.
+CHOOSE_LATIN = "Choose your language · Elija su idioma · Choisissez votre langue"
+CHOOSE_ARABIC = "اختر لغتك"
+
+
 class LanguageScreen(SessionScreen):
     def on_kv_post(self, _base_widget: Any) -> None:
+        self.ids.title.source_text = CHOOSE_LATIN
+        self.ids.title_ar.source_text = CHOOSE_ARABIC
         for code in App.get_running_app().cfg.languages:
             button = RtlButton(source_text=LANGUAGE_NAMES.get(code, code), language=code,
                                font_size="34sp", bold=True, background_normal="",

@@ -56,9 +56,10 @@ class StillThere(Overlay):
     def _tick(self, _dt: float) -> None:
         tr = App.get_running_app().tr
         left = max(0, round(self._deadline - Clock.get_boottime()))
+        # The countdown as a bare number under the sentence: no plural forms to get wrong.
         self.set_text(tr._("Are you still there?"),
                       tr._("If nobody touches the screen, what was recorded will be deleted"
-                           " in {seconds} seconds.").format(seconds=left))
+                           " when the countdown ends.") + f"\n\n{left}")
 
 
 def confirm_cancel(on_yes: Callable[[], None], on_no: Callable[[], None]) -> Overlay:

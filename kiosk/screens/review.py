@@ -38,7 +38,8 @@ class ReviewScreen(SessionScreen):
                 language=language, font_size="22sp", background_normal="",
                 background_color=(0.14, 0.15, 0.18, 1), size_hint_x=3)
             label.ltr_halign = "left"
-            change = RtlButton(source_text=f"{state} · {tr._('Change')}", language=language,
+            change_word = tr._("Change")
+            change = RtlButton(source_text=f"{state} · {change_word}", language=language,
                                font_size="22sp", background_normal="",
                                background_color=((0.13, 0.42, 0.62, 1) if answered
                                                  else (0.35, 0.3, 0.2, 1)))

@@ -86,3 +86,8 @@ class SessionScreen(Screen):
 
     def fire(self, event: str, *args: Any, **kwargs: Any) -> bool:
         return bool(self.session.fire(event, *args, **kwargs))
+
+    def to_window_x(self, widget_id: str) -> float:
+        """Where a widget's centre is drawn, across the window (for layout checks)."""
+        widget = self.ids[widget_id]
+        return float(widget.to_window(*widget.center)[0])
