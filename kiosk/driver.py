@@ -12,6 +12,7 @@ import json
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,116 @@ def find_ids(root: Widget) -> dict[str, Widget]:
         for name, target in widget.ids.items():
             found.setdefault(name, target)
     return found
+
+
+#: Set by tests/bench/kiosk.py to ``time.time()`` just before it spawns the app: turns on
+#: the timestamps of :class:`_Bench` (frames, touches, screen changes, takes).
+BENCH_ENV = "KIOSK_BENCH_T0"
+
+
+class _Bench:
+    """Timestamps for the kiosk benchmark, taken in the app process (main thread).
+
+    Installed by the driver in ``on_start`` when ``KIOSK_BENCH_T0`` is set: it wraps
+    ``Window.flip`` (a frame is "drawn" once the buffers are swapped), listens to the
+    app's screen changes and wraps ``recorder.start`` (when a take starts and, through
+    its ``on_end``, its result). Touches are timed by :meth:`Driver._cmd_bench_tap`.
+    """
+
+    def __init__(self, app: App) -> None:
+        from kivy.core.window import Window
+
+        self.app = app
+        self.t0 = float(os.environ[BENCH_ENV])
+        self.on_start_wall = time.time()
+        self.first_frame_wall: float | None = None
+        self.first_frame_screen: str | None = None
+        self.frames = 0
+        self.touch_at: float | None = None
+        self.touch_id: str | None = None
+        self.in_touch = False
+        self.screen = str(app.root.current)
+        #: Screen changes: from, to, the touch that made it (if any), changed, drawn.
+        self.changes: list[dict[str, Any]] = []
+        self._undrawn: list[dict[str, Any]] = []
+        self.takes: list[dict[str, Any]] = []
+        flip = Window.flip
+
+        self._draw_at = 0.0
+
+        def draw_begins(*_args: Any) -> None:
+            self._draw_at = time.monotonic()
+
+        def timed_flip() -> None:
+            swap_at = time.monotonic()
+            flip()
+            now = time.monotonic()
+            self.frames += 1
+            if self.first_frame_wall is None:
+                self.first_frame_wall = time.time()
+                self.first_frame_screen = str(self.app.root.current)
+            for change in self._undrawn:
+                change.update(draw_at=self._draw_at, swap_at=swap_at, frame_at=now)
+            self._undrawn.clear()
+
+        # Bound callbacks run before the window's own on_draw, which draws the frame.
+        Window.fbind("on_draw", draw_begins)
+        Window.flip = timed_flip
+        app.on_screen.append(self._screen_changed)
+        recorder = app.recorder
+        start = recorder.start
+
+        def timed_start(*args: Any, **kwargs: Any) -> Any:
+            began = time.monotonic()
+            entry: dict[str, Any] = {"touch_at": self.touch_at if self.in_touch else None,
+                                     "touch_id": self.touch_id if self.in_touch else None,
+                                     "start_at": began, "done": False}
+            on_end = kwargs.get("on_end")
+
+            def ended(result: Any) -> None:
+                entry.update(done=True, reason=str(result.reason.value),
+                             first_block_latency_s=result.first_block_latency_s,
+                             seal_latency_s=result.seal_latency_s,
+                             duration_s=result.duration_s, overflows=result.overflows)
+                if on_end is not None:
+                    on_end(result)
+
+            kwargs["on_end"] = ended
+            take = start(*args, **kwargs)
+            self.takes.append(entry)
+            return take
+
+        recorder.start = timed_start
+
+    def _screen_changed(self, name: str) -> None:
+        change = {"from": self.screen, "to": name, "changed_at": time.monotonic(),
+                  "touch_at": self.touch_at if self.in_touch else None,
+                  "touch_id": self.touch_id if self.in_touch else None, "frame_at": None}
+        self.screen = name
+        self.changes.append(change)
+        self._undrawn.append(change)
+
+    def tap(self, app: App, widget_id: str) -> float:
+        self.touch_at, self.touch_id = time.monotonic(), widget_id
+        self.in_touch = True
+        try:
+            tap(app, widget_id)
+        finally:
+            self.in_touch = False
+        handled_at = time.monotonic()
+        for change in self._undrawn:
+            if change["touch_at"] == self.touch_at:
+                change["handled_at"] = handled_at
+        return self.touch_at
+
+    def drain(self) -> dict[str, Any]:
+        """The screen changes already drawn and the takes already ended, forgotten here
+        (so that a long run does not grow the app's memory)."""
+        changes = [c for c in self.changes if c["frame_at"] is not None]
+        takes = [t for t in self.takes if t["done"]]
+        self.changes = [c for c in self.changes if c["frame_at"] is None]
+        self.takes = [t for t in self.takes if not t["done"]]
+        return {"changes": changes, "takes": takes}
 
 
 def overlays() -> list[Widget]:
@@ -79,8 +190,11 @@ class Driver:
         self._server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._thread = threading.Thread(target=self._serve, name="test-driver", daemon=True)
         self._stopping = False
+        self._bench: _Bench | None = None
 
     def start(self) -> None:
+        if os.environ.get(BENCH_ENV):
+            self._bench = _Bench(self.app)
         if self.path.exists():
             self.path.unlink()
         self._server.bind(str(self.path))
@@ -149,6 +263,37 @@ class Driver:
         from .kivy_app import save_screenshot
 
         return str(save_screenshot(Path(path)))
+
+    # -- benchmark commands (tests/bench/kiosk.py; need KIOSK_BENCH_T0) ------------------
+    def _bench_on(self) -> _Bench:
+        if self._bench is None:
+            raise RuntimeError(f"{BENCH_ENV} was not set when the app started")
+        return self._bench
+
+    def _cmd_bench_start(self) -> dict[str, Any]:
+        """Wall-clock times (time.time(), comparable across processes): the spawn time
+        the benchmark passed in, on_start, and the first frame drawn after on_start."""
+        bench = self._bench_on()
+        return {"t0": bench.t0, "on_start": bench.on_start_wall,
+                "first_frame": bench.first_frame_wall,
+                "first_frame_screen": bench.first_frame_screen}
+
+    def _cmd_bench_tap(self, id: str) -> float:
+        """``tap``, timed: returns the touch's time.monotonic()."""
+        return self._bench_on().tap(self.app, id)
+
+    def _cmd_bench_frames(self) -> dict[str, Any]:
+        """Frames drawn (buffer swaps), main-loop iterations and Clock's rfps, now."""
+        return {"t": time.monotonic(), "frames": self._bench_on().frames,
+                "loops": Clock.frames, "rfps": Clock.get_rfps()}
+
+    def _cmd_bench_drain(self) -> dict[str, Any]:
+        return self._bench_on().drain()
+
+    def _cmd_bench_mic_ready(self) -> bool:
+        """The armed microphone has delivered its first block (record starts at once)."""
+        recorder = self.app.recorder
+        return bool(recorder.armed and recorder.warm_up(timeout_s=0) is not None)
 
     def _cmd_quit(self) -> bool:
         Clock.schedule_once(lambda _dt: self.app.stop(), 0)
