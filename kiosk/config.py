@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from sync.envelope import KeyFormatError, parse_recipient
+from sync.signing import VerifyKey
 
 from .audio.opus import DEFAULT_KBPS, MAX_KBPS, MIN_KBPS
 
@@ -53,6 +54,20 @@ class AudioConfig:
 
 
 @dataclass(frozen=True)
+class StaffConfig:
+    #: scrypt hash of the staff PIN (``kiosk set-pin`` writes it); None: staff mode is shut.
+    pin_hash: str | None = None
+    #: Whether staff mode offers "exit to desktop" (a kiosk in a hall: no).
+    allow_exit: bool = False
+
+
+@dataclass(frozen=True)
+class DisplayConfig:
+    #: Fullscreen, no cursor, Escape and window-close ignored. False for development.
+    kiosk_mode: bool = True
+
+
+@dataclass(frozen=True)
 class KioskConfig:
     data_dir: Path = DEFAULT_DATA_DIR
     server_url: str = DEFAULT_SERVER_URL
@@ -64,9 +79,14 @@ class KioskConfig:
     #: it is meant.
     allow_classic_recipients: bool = False
     languages: tuple[str, ...] = ("en", "es", "fr", "ar")
+    #: The project's publishing key (``idrverify1...``), pinned: only catalogs it signed
+    #: are shown. None until the kiosk is set up (``kiosk demo-stories`` pins a demo key).
+    publisher_key: str | None = None
     idle: IdleConfig = field(default_factory=IdleConfig)
     recording: RecordingConfig = field(default_factory=RecordingConfig)
     audio: AudioConfig = field(default_factory=AudioConfig)
+    staff: StaffConfig = field(default_factory=StaffConfig)
+    display: DisplayConfig = field(default_factory=DisplayConfig)
     #: Where the file came from, for messages; None for the built-in defaults.
     source: Path | None = None
 
@@ -127,6 +147,14 @@ def _check_recipient_mix(recipients: tuple[str, ...], allow_classic: bool) -> No
             " allow_classic_recipients = true if this is meant.")
 
 
+def _pin_hash(key: str, value: Any) -> str:
+    text = _string(key, value)
+    if not text.startswith("scrypt$"):
+        raise ConfigError(f"{key} must be a PIN hash written by `kiosk set-pin`"
+                          " (scrypt$...), not a PIN")
+    return text
+
+
 def _device(key: str, value: Any) -> str | int | None:
     if isinstance(value, bool) or not isinstance(value, str | int):
         raise ConfigError(f"{key} must be a device name (string) or index (integer), got"
@@ -181,6 +209,14 @@ def parse(raw: dict[str, Any], *, base_dir: Path, source: Path | None = None) ->
                                                       raw["allow_classic_recipients"])
     _check_recipient_mix(values.get("recipients", ()),
                          values.get("allow_classic_recipients", False))
+    if "publisher_key" in raw:
+        text = _string("publisher_key", raw["publisher_key"])
+        try:
+            VerifyKey.parse(text)
+        except KeyFormatError as exc:
+            raise ConfigError(f"publisher_key must be a publishing key (idrverify1...): {exc}"
+                              ) from None
+        values["publisher_key"] = text
     if "languages" in raw:
         values["languages"] = _string_list("languages", raw["languages"])
         if not values["languages"]:
@@ -192,6 +228,9 @@ def parse(raw: dict[str, Any], *, base_dir: Path, source: Path | None = None) ->
         "opus_bitrate_kbps": _bitrate})
     values["audio"] = _section("audio", raw, AudioConfig, {
         "input_device": _device, "output_device": _device})
+    values["staff"] = _section("staff", raw, StaffConfig, {
+        "pin_hash": _pin_hash, "allow_exit": _boolean})
+    values["display"] = _section("display", raw, DisplayConfig, {"kiosk_mode": _boolean})
     return KioskConfig(**values)
 
 

@@ -117,3 +117,27 @@ def test_mixed_recipients_are_refused_at_load_unless_meant(tmp_path: Path) -> No
     cfg = config.load(_write(tmp_path, f'recipients = ["{pq}", "{classic}"]\n'
                                        "allow_classic_recipients = true\n"))
     assert cfg.allow_classic_recipients and len(cfg.recipients) == 2
+
+
+def test_publisher_key_staff_and_display_sections(tmp_path: Path) -> None:
+    from sync.signing import SigningKey
+
+    key = SigningKey.generate().verify_key
+    cfg = config.load(_write(tmp_path, f'publisher_key = "{key}"\n'
+                                       '[staff]\npin_hash = "scrypt$15$8$1$c2FsdA$aGFzaA"\n'
+                                       "allow_exit = true\n[display]\nkiosk_mode = false\n"))
+    assert cfg.publisher_key == str(key)
+    assert cfg.staff.allow_exit and cfg.staff.pin_hash.startswith("scrypt$")
+    assert not cfg.display.kiosk_mode
+    defaults = config.load(_write(tmp_path, ""))
+    assert defaults.display.kiosk_mode and defaults.staff.pin_hash is None
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ('publisher_key = "idrverify1qqqq"\n', "publisher_key must be a publishing key"),
+    ('[staff]\npin_hash = "1234"\n', "staff.pin_hash must be a PIN hash written by"),
+    ("[display]\nkiosk_mode = 1\n", "display.kiosk_mode must be true or false"),
+])
+def test_bad_staff_and_publisher_values(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(config.ConfigError, match=message):
+        config.load(_write(tmp_path, text))
