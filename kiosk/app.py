@@ -21,6 +21,9 @@ from .vault.sweep import sweep
 log = logging.getLogger("kiosk.app")
 
 WINDOW_SIZE = (1280, 800)
+#: A touch within this many milliseconds of the previous one, at the same place, is
+#: a double touch and is dropped.
+DOUBLE_TAP_MS = 250
 
 
 def _prepare_kivy_environment(cfg: KioskConfig) -> None:
@@ -50,12 +53,23 @@ def run_app(cfg: KioskConfig, *, screenshot: Path | None = None,
     Config.set("graphics", "width", str(WINDOW_SIZE[0]))
     Config.set("graphics", "height", str(WINDOW_SIZE[1]))
     Config.set("graphics", "resizable", "0")
-    if fullscreen:
+    if fullscreen or cfg.display.kiosk_mode:
+        # A kiosk in a hall: the whole screen, no cursor (``[display] kiosk_mode =
+        # false`` in the config gives a window with a cursor, for development).
         Config.set("graphics", "fullscreen", "auto")
+        Config.set("graphics", "show_cursor", "0")
     # A kiosk must not be closed from the keyboard.
     Config.set("kivy", "exit_on_escape", "0")
     # No multitouch emulation circles on right-click during staff testing with a mouse.
     Config.set("input", "mouse", "mouse,disable_multitouch")
+    # Double touches: a second touch this soon and this close to the first is marked as
+    # a double tap, and the app drops it (a bouncing finger must not press "record" and
+    # then "stop", or skip two questions). No retained touches: a touch that vanishes is
+    # over, never joined to a later one.
+    Config.set("postproc", "double_tap_time", str(DOUBLE_TAP_MS))
+    Config.set("postproc", "double_tap_distance", "30")
+    Config.set("postproc", "triple_tap_time", str(DOUBLE_TAP_MS * 2))
+    Config.set("postproc", "retain_time", "0")
 
     from .kivy_app import KioskApp
 

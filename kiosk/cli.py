@@ -1,5 +1,5 @@
-"""The ``kiosk`` command: ``run`` (the default), ``walkthrough``, ``status`` and
-``check-audio``."""
+"""The ``kiosk`` command: ``run`` (the default), ``walkthrough``, ``status``,
+``check-audio`` and ``set-pin``."""
 
 from __future__ import annotations
 
@@ -42,6 +42,9 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--seconds", type=float, default=3.0,
                        help="how long to record (default 3)")
     check.add_argument("--json", action="store_true", help="print the result as JSON")
+    sub.add_parser("demo-stories", help="make, sign and install the demo stories; pins the"
+                   " demo publishing key in the config file")
+    sub.add_parser("set-pin", help="set the staff PIN (asked twice) in the config file")
     return parser
 
 
@@ -70,16 +73,19 @@ def _check_audio(cfg: config_mod.KioskConfig, args: argparse.Namespace) -> int:
 
 
 def _status(cfg: config_mod.KioskConfig, args: argparse.Namespace) -> int:
-    from .status import sealing_status
+    from .staff.facts import gather
+    from .vault.store import Store
 
-    sealing = sealing_status(cfg.recipients)
+    store = Store.in_data_dir(cfg.data_dir)
+    try:
+        facts = gather(cfg, store=store)
+    finally:
+        store.close()
     if args.json:
-        print(json.dumps({"data_dir": str(cfg.data_dir), "server_url": cfg.server_url,
-                          "sealing": sealing}))
+        print(json.dumps(facts.as_dict()))
         return 0
-    print(f"Data directory: {cfg.data_dir}")
-    print(f"Central service: {cfg.server_url}")
-    print(f"Sealing: {sealing['summary']}")
+    for label, value in facts.lines():
+        print(f"{label}: {value}")
     return 0
 
 
@@ -112,6 +118,10 @@ def _walkthrough(cfg: config_mod.KioskConfig, args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "set-pin":  # before the config is validated: it may be the fix
+        from .staff.pin import set_pin_command
+
+        return set_pin_command(args.config)
     try:
         cfg = config_mod.load(args.config)
     except config_mod.ConfigError as exc:
@@ -125,6 +135,10 @@ def main(argv: list[str] | None = None) -> int:
         return _status(cfg, args)
     if command == "walkthrough":
         return _walkthrough(cfg, args)
+    if command == "demo-stories":
+        from .stories.demo import run_cli
+
+        return run_cli(cfg)
     from .app import run_app
 
     return run_app(cfg, screenshot=getattr(args, "screenshot", None),

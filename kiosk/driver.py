@@ -72,6 +72,8 @@ class _Bench:
         flip = Window.flip
 
         self._draw_at = 0.0
+        #: Time spent drawing and swapping, all frames together.
+        self.render_s = 0.0
 
         def draw_begins(*_args: Any) -> None:
             self._draw_at = time.monotonic()
@@ -81,6 +83,7 @@ class _Bench:
             flip()
             now = time.monotonic()
             self.frames += 1
+            self.render_s += now - self._draw_at
             if self.first_frame_wall is None:
                 self.first_frame_wall = time.time()
                 self.first_frame_screen = str(self.app.root.current)
@@ -284,7 +287,8 @@ class Driver:
 
     def _cmd_bench_frames(self) -> dict[str, Any]:
         """Frames drawn (buffer swaps), main-loop iterations and Clock's rfps, now."""
-        return {"t": time.monotonic(), "frames": self._bench_on().frames,
+        bench = self._bench_on()
+        return {"t": time.monotonic(), "frames": bench.frames, "render_s": bench.render_s,
                 "loops": Clock.frames, "rfps": Clock.get_rfps()}
 
     def _cmd_bench_drain(self) -> dict[str, Any]:

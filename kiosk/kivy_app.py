@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from kivy.uix.modalview import ModalView
 from kivy.uix.screenmanager import FadeTransition, ScreenManager
 
 from . import logs
+from .app import WINDOW_SIZE
 from .audio.recorder import Recorder
 from .config import KioskConfig
 from .i18n import kivy_translator
@@ -29,6 +31,10 @@ from .prompts import load_prompts
 from .session.controller import SessionController
 from .session.machine import Overlay, SessionMachine, State
 from .session.receipt import load_words
+from .session.visitor import GoTo, Play, StopStory, VisitorMachine, VisitorState
+from .staff.lockout import PinGate
+from .staff_gesture import CornerGesture
+from .stories import StoryLibrary
 from .vault.store import Store
 
 log = logging.getLogger("kiosk.app")
@@ -38,6 +44,8 @@ DRIVER_ENV = "KIOSK_TEST_DRIVER"
 WORDLIST = Path(__file__).resolve().parent.parent / "assets" / "wordlist.txt"
 #: How often the session's idle timer is looked at.
 TICK_S = 0.25
+STAFF_PIN = "staff_pin"
+STAFF = "staff"
 
 
 class KioskApp(App):
@@ -59,6 +67,13 @@ class KioskApp(App):
         self.recorder = recorder or Recorder.from_config(cfg)
         self.tr = kivy_translator(cfg.languages[0])
         self.session: SessionController | None = None
+        #: The published stories visitors listen to (a bad catalog is not shown).
+        self.library = StoryLibrary(cfg.data_dir, cfg.publisher_key)
+        self.library.load()
+        self.visitor = VisitorMachine(idle_s=cfg.idle.warn_after_s)
+        self.gesture = CornerGesture(*WINDOW_SIZE)
+        self.pin_gate = PinGate(cfg.data_dir, cfg.staff.pin_hash)
+        self._staff_activity = 0.0
         self._overlay: ModalView | None = None
         self._message: ModalView | None = None
         #: Called on every screen change (the walkthrough and the benchmark listen).
@@ -77,6 +92,10 @@ class KioskApp(App):
             receipt,
             review,
             safety,
+            staff,
+            staff_pin,
+            stories,
+            story,
             submitting,
             who,
         )
@@ -93,6 +112,10 @@ class KioskApp(App):
                           (State.SUBMITTING, submitting.SubmittingScreen),
                           (State.RECEIPT, receipt.ReceiptScreen)):
             manager.add_widget(cls(name=name.value))
+        manager.add_widget(stories.StoriesScreen(name=VisitorState.STORIES.value))
+        manager.add_widget(story.StoryScreen(name=VisitorState.STORY.value))
+        manager.add_widget(staff_pin.StaffPinScreen(name=STAFF_PIN))
+        manager.add_widget(staff.StaffScreen(name=STAFF))
         manager.bind(current=lambda _m, name: self._screen_changed(name))
         prompts = load_prompts()
         machine = SessionMachine(prompt_ids=[p.id for p in prompts],
@@ -104,10 +127,23 @@ class KioskApp(App):
             data_dir=self.cfg.data_dir, recipients=self.cfg.recipients,
             allow_mixed=self.cfg.allow_classic_recipients, words=load_words(WORDLIST),
             ui=self, call_on_main=lambda fn: Clock.schedule_once(lambda _dt: fn(), 0))
-        Clock.schedule_interval(lambda _dt: self.session and self.session.tick(), TICK_S)
+        Clock.schedule_interval(self._tick, TICK_S)
         return manager
 
     def on_start(self) -> None:
+        Window.bind(on_touch_down=self._guard_touch, on_touch_move=self._gesture_move,
+                    on_touch_up=self._gesture_up)
+        if self.cfg.display.kiosk_mode:
+            # The window manager's close (Alt+F4, the title bar's cross) is refused.
+            Window.bind(on_request_close=lambda *_args, **_kwargs: True)
+        from .watchdog import Watchdog
+
+        self._watchdog = Watchdog.from_env()
+        if self._watchdog.interval_s:
+            # From the UI's own clock: a frozen UI stops pinging, and systemd restarts it.
+            Clock.schedule_interval(lambda _dt: self._watchdog.ping(),
+                                    self._watchdog.interval_s)
+        self._watchdog.ready()
         socket_path = os.environ.get(DRIVER_ENV)
         if socket_path:
             from .driver import Driver
@@ -135,6 +171,62 @@ class KioskApp(App):
             session.custody.discard()
         self.recorder.close()
 
+    def _guard_touch(self, _window: Any, touch: Any) -> bool:
+        """Drop a double touch (see ``app.DOUBLE_TAP_MS``); True stops it here. On the
+        attract screen, also watch for the hidden staff gesture."""
+        if getattr(touch, "is_double_tap", False) or getattr(touch, "is_triple_tap", False):
+            logs.event(log, "double_touch_dropped", screen=self.root.current)
+            return True
+        if self.root.current == State.ATTRACT.value and self.gesture.down(
+                touch.x, touch.y, time.monotonic()):
+            logs.event(log, "staff_gesture")
+            self.staff_activity()
+            self.root.current = STAFF_PIN
+            return True
+        return False
+
+    def _gesture_move(self, _window: Any, touch: Any) -> bool:
+        self.gesture.move(touch.x, touch.y)
+        return False
+
+    def _gesture_up(self, _window: Any, touch: Any) -> bool:
+        if self.root.current == State.ATTRACT.value:
+            self.gesture.up(touch.x, touch.y, time.monotonic())
+        return False
+
+    # -- staff mode ----------------------------------------------------------------------------
+    def staff_activity(self) -> None:
+        self._staff_activity = time.monotonic()
+
+    def try_staff_pin(self, pin: str) -> str:
+        """Check a PIN typed on the keypad; returns what the keypad says."""
+        from .staff.lockout import Verdict
+
+        outcome = self.pin_gate.try_pin(pin)
+        tr = self.tr
+        if outcome.verdict is Verdict.OPEN:
+            self.root.current = STAFF
+            return ""
+        if outcome.verdict is Verdict.NO_PIN:
+            return tr._("Staff mode is not set up on this kiosk (kiosk set-pin).")
+        if outcome.verdict is Verdict.LOCKED:
+            minutes = max(1, round((outcome.seconds_left or 0) / 60))
+            return tr._("Too many wrong PINs. Try again in {minutes} min.").format(
+                minutes=minutes)
+        return tr._("Wrong PIN. Tries left: {tries}").format(tries=outcome.failures_left)
+
+    def leave_staff(self) -> None:
+        self.root.current = State.ATTRACT.value
+
+    def _tick(self, _dt: float) -> None:
+        if (self.root.current in (STAFF_PIN, STAFF)
+                and time.monotonic() - self._staff_activity > self.cfg.idle.warn_after_s):
+            # Staff mode left open in a hall closes itself.
+            self.leave_staff()
+        if self.session is not None:
+            self.session.tick()
+        self._visitor_perform(self.visitor.tick(now=time.monotonic()))
+
     def _take_screenshot_and_quit(self, _dt: float) -> None:
         assert self._screenshot is not None
         save_screenshot(self._screenshot)
@@ -147,11 +239,35 @@ class KioskApp(App):
 
     # -- the attract screen's two choices, and the language --------------------------------
     def choose_listen(self) -> None:
-        # The listening side is built in its own issue; until then the touch is logged.
         logs.event(log, "attract_choice", choice="listen")
+        self.visitor_event("listen")
+
+    # -- the visitor's side --------------------------------------------------------------------
+    def visitor_event(self, event: str, *args: Any) -> None:
+        """A visitor's touch on the listen screens, through the visitor machine."""
+        self._visitor_perform(getattr(self.visitor, event)(*args, now=time.monotonic()))
+
+    def _visitor_perform(self, outputs: list[object]) -> None:
+        for out in outputs:
+            if isinstance(out, GoTo):
+                if out.state is VisitorState.STORY:
+                    chosen = next((s for s in self.library.stories()
+                                   if s.id == self.visitor.story_id), None)
+                    if chosen is None:  # gone from the catalog meanwhile
+                        self.visitor.back(now=time.monotonic())
+                        continue
+                    self.root.get_screen("story").show_story(chosen)
+                if out.state is VisitorState.ATTRACT:
+                    self.tr.switch_lang(self.cfg.languages[0])
+                self.root.current = out.state.value
+            elif isinstance(out, Play):
+                self.root.get_screen("story").start()
+            elif isinstance(out, StopStory):
+                self.root.get_screen("story").stop()
 
     def choose_share(self) -> None:
         logs.event(log, "attract_choice", choice="share")
+        self.visitor.reset()
         assert self.session is not None
         self.session.fire("share")
 

@@ -28,7 +28,10 @@ def test_touching_a_choice_reaches_the_app_and_logs_no_personal_data(kiosk_app,
                                                                      tmp_path) -> None:
     app = kiosk_app()
     app.wait_for_screen("attract")
-    app.tap("listen_button")  # the listening side is its own issue: only logged so far
+    app.tap("listen_button")  # the visitor's story browser
+    app.wait_for_screen("stories")
+    app.tap("back_button")
+    app.wait_for_screen("attract")
     app.tap("share_button")  # starts the defender's session
     app.wait_for_screen("language")
     app.close()

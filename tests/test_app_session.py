@@ -111,9 +111,10 @@ def session(tmp_path_factory, virtual_audio: VirtualAudio, virtual_display: str,
             assert (submission_dir / f"{first}.age").exists()
             second = record_answer(app, virtual_audio, wav)  # "Record again"
             app.tap("next_button")
-            app.tap("skip_button")
-            app.tap("skip_button")
-            app.tap("skip_button")
+            for _ in range(3):
+                # Apart, as a person taps: two taps within 250 ms at one place are one.
+                time.sleep(0.35)
+                app.tap("skip_button")
             app.wait_for_screen("review")
             app.tap("submit_button")
             app.wait_for_screen("receipt", 30)

@@ -3,7 +3,7 @@ kind messages (no microphone, disk full, nothing heard...), one ModalView each."
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from kivy.app import App
@@ -70,6 +70,35 @@ def confirm_cancel(on_yes: Callable[[], None], on_no: Callable[[], None]) -> Ove
     view.add_button("keep_going", tr._("No, keep going"), on_no)
     view.add_button("confirm_cancel", tr._("Yes, delete and start again"), on_yes,
                     primary=True)
+    return view
+
+
+class ChoiceItem(RtlButton):
+    pass
+
+
+class Chooser(ModalView):
+    """A list of choices (filters): ``choice_<n>`` ids for the driver, in list order."""
+
+    def __init__(self, title: str, options: Sequence[tuple[Any, str]],
+                 on_choice: Callable[[Any], None], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.ids.title.source_text = title
+        self.options = list(options)
+
+        def chosen(value: Any) -> None:
+            self.dismiss(animation=False)
+            on_choice(value)
+
+        self.ids.list.data = [{"source_text": label, "on_release": (lambda v=value: chosen(v))}
+                              for value, label in self.options]
+        self.chosen = chosen
+
+
+def choose(title: str, options: Sequence[tuple[Any, str]],
+           on_choice: Callable[[Any], None]) -> Chooser:
+    view = Chooser(title, options, on_choice)
+    view.open(animation=False)
     return view
 
 

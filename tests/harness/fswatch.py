@@ -293,7 +293,7 @@ BALLAST = ".ballast"
 def kiosk_data_rule(data_dir: Path) -> Callable[[Path], str | None]:
     """What the kiosk may write in its data directory while a defender records,
     reviews and submits: ciphertext parts in ``outbox/<submission>/``, the store, its
-    logs and the ballast. Nothing anywhere else."""
+    logs, the ballast and the published stories. Nothing anywhere else."""
 
     def rule(path: Path) -> str | None:
         try:
@@ -308,9 +308,29 @@ def kiosk_data_rule(data_dir: Path) -> Callable[[Path], str | None]:
             return None
         if len(parts) == 2 and parts[0] == "logs" and ".log" in parts[1]:
             return None
+        if parts[0] == "stories" and _story_file(parts[1:]):
+            # Published stories and the catalog's state: public material, never a
+            # defender's (the scans for their words and audio still cover these files).
+            return None
         return "not a ciphertext part, the store, a log or the ballast"
 
     return rule
+
+
+STORY_FILES = {"catalog.json", "catalog.json.sig", "last_error.json"}
+
+
+def _story_file(parts: tuple[str, ...]) -> bool:
+    """The story library's own files: the catalog, its signature, its last error, the
+    stories' Ogg audio, and their temporary and staging copies while installing."""
+    if not parts:
+        return False
+    if parts[0].startswith((".staging-", ".commit")):
+        return True
+    name = parts[-1]
+    if len(parts) == 1 and name.startswith(".") and name.endswith(".tmp"):
+        name = name[1:].rsplit(".", 2)[0]  # .last_error.json.x1y2.tmp -> last_error.json
+    return len(parts) == 1 and (name in STORY_FILES or name.endswith(".ogg"))
 
 
 def is_ciphertext_name(path: Path) -> bool:

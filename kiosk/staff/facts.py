@@ -1,0 +1,237 @@
+"""What staff see about this kiosk, gathered once for ``kiosk status`` and the staff screen.
+
+:func:`gather` reads; it never changes anything and never raises for a missing or
+broken piece (no catalog yet, a device never enrolled, an unreadable sync state): each
+shows as such, because the staff screen is where staff go when something is wrong.
+
+Nothing personal is gathered: counts, ids, versions, times and the kiosk's own error
+messages (DESIGN.md, threat model 1).
+
+Files read under the data directory, written by other parts of the kiosk:
+
+* ``sync-state.json``: ``{"last_sync_at": <unix time or ISO text>, "last_error": <text
+  or null>}`` (the sync);
+* ``device.json``: ``{"device_id": "..."}`` (enrolment).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import shutil
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.request import pathname2url
+
+from .. import __version__
+from ..config import KioskConfig
+from ..i18n import N_
+from ..status import human_bytes, sealing_status, submissions_summary, when
+from ..vault.store import Store
+
+SYNC_STATE_FILE = "sync-state.json"
+DEVICE_FILE = "device.json"
+DISTRIBUTION = "idefendrights-kiosk"
+
+NO_CATALOG = "no catalog"
+NOT_ENROLLED = "not enrolled"
+NEVER = "never"
+
+
+class Library(Protocol):
+    """The local story catalog as facts need it (kiosk/stories provides the real one)."""
+
+    @property
+    def version(self) -> int | None: ...
+
+    def stories(self) -> Any: ...
+
+
+@dataclass(frozen=True)
+class StaffFacts:
+    data_dir: str
+    server_url: str
+    #: Number of submissions in each state the store holds ("open", "submitted", ...).
+    submissions: dict[str, int]
+    #: :func:`kiosk.status.sealing_status`: recipients, post_quantum, summary.
+    sealing: dict[str, object]
+    #: The catalog's version and number of stories; None for both: no catalog.
+    catalog_version: int | None
+    catalog_stories: int | None
+    catalog_error: str | None
+    #: Unix time (or ISO text) of the last successful sync; None: never.
+    last_sync_at: float | str | None
+    last_sync_error: str | None
+    #: Bytes free for the kiosk in the data directory's file system; None: unknown.
+    free_disk_bytes: int | None
+    #: None: not enrolled (or ``device.json`` unreadable, then ``device_error`` says so).
+    device_id: str | None
+    device_error: str | None
+    #: :meth:`Store.recording_health`: parts, overflows, parts_with_overflows.
+    recording: dict[str, int]
+    version: str
+    gathered_at: float = field(default=0.0)
+
+    def as_dict(self) -> dict[str, Any]:
+        """For ``kiosk status --json`` (and a heartbeat): plain JSON types only."""
+        return {
+            "data_dir": self.data_dir,
+            "server_url": self.server_url,
+            "sealing": self.sealing,
+            "submissions": dict(self.submissions),
+            "catalog": {"version": self.catalog_version, "stories": self.catalog_stories,
+                        "error": self.catalog_error},
+            "sync": {"last_sync_at": self.last_sync_at, "last_error": self.last_sync_error},
+            "free_disk_bytes": self.free_disk_bytes,
+            "device": {"id": self.device_id, "error": self.device_error},
+            "recording": dict(self.recording),
+            "version": self.version,
+            "gathered_at": self.gathered_at,
+        }
+
+    def lines(self) -> list[tuple[str, str]]:
+        """(label, value) rows, in English; the staff screen translates the labels."""
+        if self.catalog_version is None:
+            catalog = NO_CATALOG
+        else:
+            catalog = f"version {self.catalog_version}, {self.catalog_stories} stories"
+        device = self.device_id or (f"unreadable: {self.device_error}" if self.device_error
+                                    else NOT_ENROLLED)
+        rec = self.recording
+        recording = (f"{rec.get('parts', 0)} parts kept, {rec.get('overflows', 0)} input"
+                     f" overflows in {rec.get('parts_with_overflows', 0)} of them")
+        return [
+            (N_("Data directory"), self.data_dir),
+            (N_("Central service"), self.server_url),
+            (N_("Sealing"), str(self.sealing["summary"])),
+            (N_("Submissions"), submissions_summary(self.submissions)),
+            (N_("Catalog"), catalog),
+            (N_("Catalog error"), self.catalog_error or "none"),
+            (N_("Last sync"), when(self.last_sync_at, never=NEVER)),
+            (N_("Last sync error"), self.last_sync_error or "none"),
+            (N_("Free disk"), human_bytes(self.free_disk_bytes)),
+            (N_("Device"), device),
+            (N_("Recording"), recording),
+            (N_("Version"), self.version),
+        ]
+
+
+def gather(cfg: KioskConfig, *, store: Store, library: Library | None = None,
+           now: float | None = None) -> StaffFacts:
+    """Everything staff see, as of ``now`` (default: the wall clock)."""
+    data_dir = Path(cfg.data_dir)
+    version, stories, catalog_error = _catalog(library)
+    last_sync_at, last_sync_error = _sync_state(data_dir)
+    device_id, device_error = _device(data_dir)
+    return StaffFacts(
+        data_dir=str(data_dir), server_url=cfg.server_url,
+        submissions=submission_counts(store),
+        sealing=sealing_status(cfg.recipients),
+        catalog_version=version, catalog_stories=stories, catalog_error=catalog_error,
+        last_sync_at=last_sync_at, last_sync_error=last_sync_error,
+        free_disk_bytes=_free_disk(data_dir),
+        device_id=device_id, device_error=device_error,
+        recording=store.recording_health(),
+        version=app_version(),
+        gathered_at=time.time() if now is None else now)
+
+
+def submission_counts(store: Store) -> dict[str, int]:
+    """{state: count} over the store's submissions, whatever states it holds."""
+    # A connection of its own, read-only: it sees committed rows only, and does not
+    # share the store's connection (and its lock) with the recorder's writer thread.
+    uri = f"file:{pathname2url(str(store.path.resolve()))}?mode=ro"
+    conn = sqlite3.connect(uri, uri=True)
+    try:
+        rows = conn.execute("select state, count(*) from submissions group by state"
+                            " order by state").fetchall()
+    finally:
+        conn.close()
+    return {str(state): int(n) for state, n in rows}
+
+
+def app_version() -> str:
+    try:
+        return importlib.metadata.version(DISTRIBUTION)
+    except importlib.metadata.PackageNotFoundError:
+        return __version__  # run from a source tree that was never installed
+
+
+def _catalog(library: Library | None) -> tuple[int | None, int | None, str | None]:
+    if library is None:
+        return None, None, None
+    # The staff screen must open even when the catalog code is what is broken.
+    try:
+        last_error = getattr(library, "last_error", None)
+        error = last_error() if callable(last_error) else last_error
+        version = library.version
+        stories = None if version is None else len(list(library.stories()))
+    except Exception as exc:  # whatever it is, staff are told instead
+        return None, None, f"catalog unreadable ({type(exc).__name__})"
+    return version, stories, _error_text(error)
+
+
+def _error_text(error: object) -> str | None:
+    """The library's last error as one line: ``bad_signature during sync at <time>``.
+
+    kiosk.stories gives an object with ``code``, ``during`` and ``at``; anything else
+    is shown as its text.
+    """
+    if error is None:
+        return None
+    code = getattr(error, "code", None)
+    if code is None:
+        return str(error)
+    text = str(code)
+    for word, attr in (("during", "during"), ("at", "at"), ("story", "story_id")):
+        value = getattr(error, attr, None)
+        if value not in (None, ""):
+            text += f" {word} {value}"
+    return text
+
+
+def _read_json(path: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """(document, None), (None, None) when absent, (None, problem) when unreadable."""
+    try:
+        doc = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        return None, None
+    except OSError as exc:
+        return None, f"{path.name} unreadable ({exc.strerror})"
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None, f"{path.name} is not JSON"
+    if not isinstance(doc, dict):
+        return None, f"{path.name} is not a JSON object"
+    return doc, None
+
+
+def _sync_state(data_dir: Path) -> tuple[float | str | None, str | None]:
+    doc, problem = _read_json(data_dir / SYNC_STATE_FILE)
+    if doc is None:
+        return None, problem
+    at = doc.get("last_sync_at")
+    if isinstance(at, bool) or not isinstance(at, int | float | str):
+        at = None
+    error = doc.get("last_error")
+    return at, None if error in (None, "") else str(error)
+
+
+def _device(data_dir: Path) -> tuple[str | None, str | None]:
+    doc, problem = _read_json(data_dir / DEVICE_FILE)
+    if doc is None:
+        return None, problem
+    device_id = doc.get("device_id")
+    if not isinstance(device_id, str) or not device_id:
+        return None, f"{DEVICE_FILE} has no device_id"
+    return device_id, None
+
+
+def _free_disk(data_dir: Path) -> int | None:
+    try:
+        return shutil.disk_usage(data_dir).free
+    except OSError:
+        return None
+

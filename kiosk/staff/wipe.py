@@ -1,0 +1,103 @@
+"""Staff's "wipe": delete every submission this kiosk has not handed over yet.
+
+For a kiosk that is about to be lost, seized or retired, with testimonies on it that
+never reached the vetting team. "Shredding" here is deleting the ciphertext: the kiosk
+holds no key that opens a sealed part (DESIGN.md, threat model 1), so overwriting the
+bytes first would protect nothing more; on flash storage it would not even reach the
+same cells.
+
+Which submissions are unsent is :data:`UNSENT_STATES`. Today the service acknowledges
+nothing yet, so every submission in the store is unsent: "open" (a session in the
+making or lost to a crash) and "submitted" (sealed, waiting for the sync). When the
+sync records the service's signed receipts (an "acknowledged" state), that state is
+simply not in the set, and the wipe leaves those submissions (and any state the set
+does not name) alone.
+
+Folders in ``outbox/`` named like a submission id but with no store row at all are
+unsent by definition (an acknowledged submission has its row), so they go too.
+Anything else in ``outbox/`` (a staff member's copy, a tool's left-over) is not the
+kiosk's: it is counted and left, as the start-up sweep does.
+
+The store row goes first, then the folder: if the power fails in between, the folder
+is left without a row, and the next start-up sweep deletes it. The double
+confirmation on the staff screen, and making sure no defender session is open, are the
+caller's job. Logged: counts only.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from .. import logs
+from ..vault.layout import OUTBOX, fsync_dir, is_submission_folder
+from ..vault.store import OPEN, SUBMITTED, Store
+
+log = logging.getLogger("kiosk.staff")
+
+#: States of a submission that has not been handed over: the wipe deletes these. The
+#: sync narrows the idea of "sent" by adding states that are NOT in this set.
+UNSENT_STATES: frozenset[str] = frozenset({OPEN, SUBMITTED})
+
+
+@dataclass(frozen=True)
+class WipeReport:
+    #: Submissions deleted: store rows and/or their folders in outbox/.
+    submissions: int
+    #: Files deleted from those folders (sealed parts, manifests, .part left-overs).
+    files: int
+    #: Submissions kept because their state is not an unsent one (already sent).
+    kept: int
+    #: Entries of outbox/ that are not submission folders, left for staff.
+    strays: int
+    #: Folders that could not be deleted (their rows are gone; the start-up sweep
+    #: retries). Zero when the wipe is complete.
+    failed: int = 0
+
+    @property
+    def complete(self) -> bool:
+        return self.failed == 0
+
+
+def _count_files(folder: Path) -> int:
+    return sum(1 for p in folder.rglob("*") if p.is_file() or p.is_symlink())
+
+
+def wipe_unsent(data_dir: Path, store: Store) -> WipeReport:
+    """Delete every unsent submission's rows and its folder under ``outbox/``."""
+    outbox = Path(data_dir) / OUTBOX
+    known = store.submitted_ids() | store.unsubmitted_ids()
+    states = {sid: store.submission_state(sid) for sid in known}
+    doomed = {sid for sid, state in states.items() if state in UNSENT_STATES}
+    kept = len(known) - len(doomed)
+    for submission_id in sorted(doomed):
+        store.delete_submission(submission_id)
+    submissions = len(doomed)
+    files = strays = failed = 0
+    if outbox.is_dir():
+        for entry in sorted(outbox.iterdir()):
+            if not is_submission_folder(entry):
+                # A symlink named like a submission is not one either: never followed.
+                strays += 1
+                continue
+            if entry.name in states and entry.name not in doomed:
+                continue  # sent: not the wipe's to delete
+            if entry.name not in doomed:
+                submissions += 1  # a folder without a row
+            count = _count_files(entry)
+            try:
+                shutil.rmtree(entry)
+            except OSError as exc:
+                failed += 1
+                logs.event(log, "staff_wipe_folder_failed", kind=type(exc).__name__)
+                continue
+            files += count
+        fsync_dir(outbox)  # the deletions must survive the next power cut
+    report = WipeReport(submissions=submissions, files=files, kept=kept, strays=strays,
+                        failed=failed)
+    logs.event(log, "staff_wipe", submissions=submissions, files=files, kept=kept,
+               strays=strays, failed=failed)
+    return report
+
