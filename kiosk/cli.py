@@ -36,6 +36,8 @@ def _parser() -> argparse.ArgumentParser:
                       help="how long each answer records (default 4)")
     walk.add_argument("--answers", type=int, default=2,
                       help="questions answered; the rest are skipped (default 2)")
+    walk.add_argument("--visitor", action="store_true",
+                      help="a visitor instead: browse, filter, play a story to its end, back")
     status = sub.add_parser("status", help="what staff need to know about this kiosk")
     status.add_argument("--json", action="store_true", help="print the status as JSON")
     check = sub.add_parser("check-audio", help="check the microphone and the speakers")
@@ -100,13 +102,17 @@ def _walkthrough(cfg: config_mod.KioskConfig, args: argparse.Namespace) -> int:
     outcome: dict[str, object] = {}
     code = run_app(cfg, walkthrough={"screenshots": args.screenshots, "language": language,
                                      "answer_s": args.answer_seconds,
-                                     "answers": args.answers},
+                                     "answers": args.answers, "visitor": args.visitor},
                    on_done=lambda app: outcome.update(result=app.walkthrough.result))
     result = outcome.get("result")
     if result is None:
         print("kiosk walkthrough: the app stopped before the walkthrough ran", file=sys.stderr)
         return 1
     shots = len(result.screenshots)  # type: ignore[attr-defined]
+    if code == 0 and result.ok and args.visitor:  # type: ignore[attr-defined]
+        print(f"visitor walkthrough ({language}): played story {result.submission} to its"
+              f" end; {shots} screenshots in {args.screenshots}")
+        return 0
     if code == 0 and result.ok:  # type: ignore[attr-defined]
         print(f"walkthrough ({language}): submitted {result.submission}; sealed manifest at"
               f" {result.manifest}; {shots} screenshots in {args.screenshots}")

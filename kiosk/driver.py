@@ -299,6 +299,17 @@ class Driver:
         recorder = self.app.recorder
         return bool(recorder.armed and recorder.warm_up(timeout_s=0) is not None)
 
+    def _cmd_app_call(self, method: str, args: list[Any] | None = None) -> Any:
+        """Call a method of the app (``visitor_event``, ``try_staff_pin``...)."""
+        return getattr(self.app, method)(*(args or []))
+
+    def _cmd_press(self, x: float, y: float, seconds: float) -> bool:
+        """A touch at window position (x, y) held for ``seconds`` (a long press)."""
+        touch = UnitTestTouch(x, y)
+        touch.touch_down()
+        Clock.schedule_once(lambda _dt: touch.touch_up(), seconds)
+        return True
+
     def _cmd_quit(self) -> bool:
         Clock.schedule_once(lambda _dt: self.app.stop(), 0)
         return True

@@ -41,12 +41,13 @@ class Walkthrough:
     """Runs on the Kivy clock inside :class:`kiosk.kivy_app.KioskApp`."""
 
     def __init__(self, app: Any, *, screenshots: Path, language: str,
-                 answer_s: float = 4.0, answers: int = 2) -> None:
+                 answer_s: float = 4.0, answers: int = 2, visitor: bool = False) -> None:
         self.app = app
         self.screenshots = screenshots
         self.language = language
         self.answer_s = answer_s
         self.answers = answers
+        self.visitor = visitor
         self.result = WalkthroughResult()
         self._steps: Iterator[Wait] | None = None
         self._waiting: Wait | None = None
@@ -57,7 +58,7 @@ class Walkthrough:
     def start(self) -> None:
         from kivy.clock import Clock
 
-        self._steps = self._script()
+        self._steps = self._visitor_script() if self.visitor else self._script()
         self._event = Clock.schedule_interval(self._step, 0.05)
 
     def _step(self, _dt: float) -> None:
@@ -168,6 +169,54 @@ class Walkthrough:
         self._shot("receipt")
         self._check_submitted()
         self._tap("done_button")
+        yield self._on("attract")
+
+    def _visitor_script(self) -> Iterator[Wait]:
+        """A visitor: browse, filter by language, play a story to its end, back."""
+        app = self.app
+        yield self._on("attract")
+        yield self._pause(0.3)
+        self._shot("attract")
+        self._tap("listen_button")
+        yield self._on("stories")
+        browser = app.root.current_screen
+        browser.switch_language(self.language)
+        yield self._pause(0.3)
+        self._shot("stories")
+        if not browser.shown():
+            raise RuntimeError("no stories to listen to (kiosk demo-stories makes some)")
+        self._tap("language_filter")
+        yield self._pause(0.3)
+        self._shot("filter")
+        languages = app.library.languages()
+        choice = self.language if self.language in languages else languages[0]
+        from .driver import overlays
+
+        (chooser,) = overlays()
+        chooser.chosen(choice)
+        yield self._pause(0.3)
+        self._shot("filtered")
+        chosen = browser.shown()[0]
+        app.visitor_event("open", chosen)
+        yield self._on("story")
+        yield self._pause(0.3)
+        self._shot("story")
+        story_screen = app.root.current_screen
+        self._tap("play_button")
+        yield self._pause(1.5)
+        self._shot("playing")
+        # To the end of the story: the player reports it, the machine stops playing.
+        duration = story_screen.player.duration_s if story_screen.player else 60
+        yield (lambda: not app.visitor.playing), duration + 15
+        if story_screen.player is None or story_screen.player.error:
+            raise RuntimeError("the story did not play to its end")
+        yield self._pause(0.3)
+        self._shot("ended")
+        self.result.ok = True
+        self.result.submission = chosen  # the story listened to
+        self._tap("back_button")
+        yield self._on("stories")
+        self._tap("back_button")
         yield self._on("attract")
 
     def _check_submitted(self) -> None:

@@ -80,8 +80,9 @@ class ChoiceItem(RtlButton):
 class Chooser(ModalView):
     """A list of choices (filters): ``choice_<n>`` ids for the driver, in list order."""
 
-    def __init__(self, title: str, options: Sequence[tuple[Any, str]],
+    def __init__(self, title: str, options: Sequence[tuple[Any, str, str]],
                  on_choice: Callable[[Any], None], **kwargs: Any) -> None:
+        """``options``: (value, label, the label's language) each."""
         super().__init__(**kwargs)
         self.ids.title.source_text = title
         self.options = list(options)
@@ -90,12 +91,13 @@ class Chooser(ModalView):
             self.dismiss(animation=False)
             on_choice(value)
 
-        self.ids.list.data = [{"source_text": label, "on_release": (lambda v=value: chosen(v))}
-                              for value, label in self.options]
+        self.ids.list.data = [{"source_text": label, "language": language,
+                               "on_release": (lambda v=value: chosen(v))}
+                              for value, label, language in self.options]
         self.chosen = chosen
 
 
-def choose(title: str, options: Sequence[tuple[Any, str]],
+def choose(title: str, options: Sequence[tuple[Any, str, str]],
            on_choice: Callable[[Any], None]) -> Chooser:
     view = Chooser(title, options, on_choice)
     view.open(animation=False)

@@ -26,7 +26,7 @@ class StaffPinScreen(SessionScreen):
             label = {"back": "⌫", "ok": "OK"}.get(key, key)
             button = Factory.PinKey(source_text=label)
             if key == "back":
-                button.font_name = "DejaVuSans"  # Roboto has no ⌫
+                button.ltr_font_name = "DejaVuSans"  # Roboto has no ⌫
             button.bind(on_release=lambda _b, k=key: self.press(k))
             self.ids.keypad.add_widget(button)
             self.ids[f"key_{key}"] = button

@@ -62,7 +62,7 @@ class StoriesScreen(SessionScreen):
         app = App.get_running_app()
         for code in app.cfg.languages:
             button = RtlButton(source_text=LANGUAGE_NAMES.get(code, code), language=code,
-                               font_size="20sp", background_normal="",
+                               font_size="18sp", background_normal="",
                                background_color=(0.24, 0.26, 0.30, 1))
             button.bind(on_release=lambda _b, c=code: self.switch_language(c))
             self.ids.languages.add_widget(button)
@@ -84,8 +84,10 @@ class StoriesScreen(SessionScreen):
         library = app.library
         values = {"region": library.regions, "theme": library.themes,
                   "language": library.languages}[kind]()
-        labels = [(None, tr._("All"))] + [
-            (v, LANGUAGE_NAMES.get(v, v) if kind == "language" else tr._(v)) for v in values]
+        # Each language's name is written in that language (and its script).
+        labels = [(None, tr._("All"), tr.language)] + [
+            (v, LANGUAGE_NAMES.get(v, v), v) if kind == "language" else (v, tr._(v), tr.language)
+            for v in values]
         choose(self._filter_title(kind), labels, lambda value: self.set_filter(kind, value))
 
     def _filter_title(self, kind: str) -> str:
