@@ -303,6 +303,25 @@ class Driver:
         """Call a method of the app (``visitor_event``, ``try_staff_pin``...)."""
         return getattr(self.app, method)(*(args or []))
 
+    def _cmd_center(self, id: str) -> list[float]:
+        """Where a widget's centre is, in window coordinates (for presses and drags)."""
+        widget = self._widget(id)
+        return [float(v) for v in widget.to_window(*widget.center)]
+
+    def _cmd_window_close(self) -> bool:
+        """What the window manager's close (Alt+F4) does; the app may refuse it."""
+        from kivy.core.window import Window
+
+        Window.dispatch("on_request_close")
+        return True
+
+    def _cmd_escape(self) -> bool:
+        """The Escape key, as the keyboard sends it."""
+        from kivy.core.window import Window
+
+        Window.dispatch("on_keyboard", 27, 41, None, [])
+        return True
+
     def _cmd_press(self, x: float, y: float, seconds: float) -> bool:
         """A touch at window position (x, y) held for ``seconds`` (a long press)."""
         touch = UnitTestTouch(x, y)

@@ -247,6 +247,10 @@ class KioskApp(App):
         """A visitor's touch on the listen screens, through the visitor machine."""
         self._visitor_perform(getattr(self.visitor, event)(*args, now=time.monotonic()))
 
+    def visitor_state(self) -> str:
+        """"playing" while a story plays, else "stopped" (for tests and the walkthrough)."""
+        return "playing" if self.visitor.playing else "stopped"
+
     def _visitor_perform(self, outputs: list[object]) -> None:
         for out in outputs:
             if isinstance(out, GoTo):

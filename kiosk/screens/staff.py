@@ -28,6 +28,12 @@ class StaffScreen(SessionScreen):
         self.ids.exit_button.opacity = 1 if allowed else 0
         self.refresh()
 
+    def fact_values(self) -> dict[str, str]:
+        """The facts shown, label to value (English labels), for tests."""
+        app = App.get_running_app()
+        facts = gather(app.cfg, store=app.store, library=app.library)
+        return {label: str(value) for label, value in facts.lines()}
+
     def refresh(self) -> None:
         app = App.get_running_app()
         tr = app.tr
