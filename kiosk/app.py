@@ -68,7 +68,6 @@ def run_app(cfg: KioskConfig, *, screenshot: Path | None = None,
     # over, never joined to a later one.
     Config.set("postproc", "double_tap_time", str(DOUBLE_TAP_MS))
     Config.set("postproc", "double_tap_distance", "30")
-    Config.set("postproc", "triple_tap_time", str(DOUBLE_TAP_MS * 2))
     Config.set("postproc", "retain_time", "0")
 
     from .kivy_app import KioskApp

@@ -309,10 +309,13 @@ class Driver:
         return [float(v) for v in widget.to_window(*widget.center)]
 
     def _cmd_window_close(self) -> bool:
-        """What the window manager's close (Alt+F4) does; the app may refuse it."""
+        """What the window manager's close (Alt+F4) does, as Kivy's SDL2 window handles
+        its "quit" event: ask ``on_request_close``, and quit unless a handler refuses."""
+        from kivy.base import EventLoop
         from kivy.core.window import Window
 
-        Window.dispatch("on_request_close")
+        if not Window.dispatch("on_request_close"):
+            EventLoop.quit = True
         return True
 
     def _cmd_escape(self) -> bool:
@@ -320,6 +323,17 @@ class Driver:
         from kivy.core.window import Window
 
         Window.dispatch("on_keyboard", 27, 41, None, [])
+        return True
+
+    def _cmd_tap_input(self, id: str) -> bool:
+        """A touch on the widget through Kivy's whole input path, post-processing
+        included (double-tap detection), as the touchscreen's touches go."""
+        from kivy.base import EventLoop
+
+        widget = self._widget(id)
+        touch = UnitTestTouch(*widget.to_window(*widget.center))
+        EventLoop._dispatch_input("begin", touch)
+        EventLoop._dispatch_input("end", touch)
         return True
 
     def _cmd_press(self, x: float, y: float, seconds: float) -> bool:
@@ -345,7 +359,11 @@ class Driver:
                 reply["result"] = command(**request.get("args", {}))
             except Exception as exc:  # reported to the test, not swallowed
                 reply["error"] = f"{type(exc).__name__}: {exc}"
-            done.set()
+            if request.get("cmd") == "tap_input" and "error" not in reply:
+                # The touch is queued for this frame's input dispatch: answer after it.
+                Clock.schedule_once(lambda _dt: done.set(), 0)
+            else:
+                done.set()
 
         Clock.schedule_once(run, 0)
         if not done.wait(10):

@@ -174,7 +174,7 @@ class KioskApp(App):
     def _guard_touch(self, _window: Any, touch: Any) -> bool:
         """Drop a double touch (see ``app.DOUBLE_TAP_MS``); True stops it here. On the
         attract screen, also watch for the hidden staff gesture."""
-        if getattr(touch, "is_double_tap", False) or getattr(touch, "is_triple_tap", False):
+        if getattr(touch, "is_double_tap", False):
             logs.event(log, "double_touch_dropped", screen=self.root.current)
             return True
         if self.root.current == State.ATTRACT.value and self.gesture.down(
@@ -209,7 +209,8 @@ class KioskApp(App):
             return ""
         if outcome.verdict is Verdict.NO_PIN:
             return tr._("Staff mode is not set up on this kiosk (kiosk set-pin).")
-        if outcome.verdict is Verdict.LOCKED:
+        if outcome.verdict is Verdict.LOCKED or not outcome.failures_left:
+            # Locked now, or by this very PIN (the fifth wrong one).
             minutes = max(1, round((outcome.seconds_left or 0) / 60))
             return tr._("Too many wrong PINs. Try again in {minutes} min.").format(
                 minutes=minutes)

@@ -86,9 +86,9 @@ class StaffScreen(SessionScreen):
         first.set_text(tr._("Wipe unsent submissions?"),
                        tr._("The recordings that have not reached the vetting team will be"
                             " deleted from this kiosk. They cannot be recovered."))
-        first.add_button("keep", tr._("No, keep them"), lambda: first.dismiss())
+        first.add_button("keep", tr._("No, keep them"), lambda: first.dismiss(animation=False))
         first.add_button("wipe_first", tr._("Yes, continue"),
-                         lambda: (first.dismiss(), self._ask_again()), primary=True)
+                         lambda: (first.dismiss(animation=False), self._ask_again()), primary=True)
         first.open(animation=False)
 
     def _ask_again(self) -> None:
@@ -96,9 +96,9 @@ class StaffScreen(SessionScreen):
         second = Overlay()
         second.set_text(tr._("Are you sure?"),
                         tr._("This is the last step: the unsent recordings will be gone."))
-        second.add_button("keep", tr._("No, keep them"), lambda: second.dismiss())
+        second.add_button("keep", tr._("No, keep them"), lambda: second.dismiss(animation=False))
         second.add_button("wipe_confirm", tr._("Wipe them now"),
-                          lambda: (second.dismiss(), self._wipe()), primary=True)
+                          lambda: (second.dismiss(animation=False), self._wipe()), primary=True)
         second.open(animation=False)
 
     def _wipe(self) -> None:
