@@ -7,7 +7,8 @@ starts the same private virtual microphone the tests use, feeds it speech made b
 espeak-ng, runs ``kiosk walkthrough`` under Xvfb in English and in Arabic (a whole
 defender session, sealed and submitted), leaves a screenshot of every screen, and
 then opens each sealed manifest with the demo team key and prints it: what the vetting
-team will see.
+team will see. Then a visitor's walkthrough plays one of the demo stories (``kiosk
+demo-stories`` makes them, signed with a demo publishing key it pins).
 
 The service and the kiosk run as ``python -m ...`` with the interpreter running this
 script, so the demo works from whatever environment it was started in (``.venv`` when
@@ -74,6 +75,11 @@ def make_demo_data(root: Path, port: int) -> Path:
             'data_dir = "kiosk"\n'
             f'server_url = "http://127.0.0.1:{port}"\n'
             f'recipients = ["{team}", "{escrow}"]\n', encoding="utf-8")
+    if not (root / "kiosk" / "stories" / "catalog.json").exists():
+        # Stories for visitors until the vetting team publishes real ones: spoken by
+        # espeak-ng, signed with a demo publishing key that this pins in the config.
+        subprocess.run([*KIOSK, "--config", str(config), "demo-stories"], check=True,
+                       env=child_env())
     return config
 
 
@@ -150,6 +156,18 @@ def run_walkthroughs(config: Path, data: Path, screenshots: Path,
             print(f"demo: screenshots of every screen ({language}) saved in {shots}")
             manifest = Path(done.stdout.split("sealed manifest at ", 1)[1].split(";")[0])
             show_manifest(manifest, data / "team" / "vetting-team.key")
+        # A visitor too: browse, filter, and a published story played to its end.
+        shots = screenshots / "visitor"
+        done = subprocess.run(
+            ["xvfb-run", "-a", "-s", "-screen 0 1280x800x24", *KIOSK, "--config",
+             str(config), "walkthrough", "--visitor", "--screenshots", str(shots)],
+            env={**child_env(), **audio.env}, capture_output=True, text=True)
+        sys.stdout.write(done.stdout)
+        if done.returncode != 0:
+            sys.stderr.write(done.stderr[-3000:])
+            print("demo: the visitor walkthrough failed", file=sys.stderr)
+            return done.returncode
+        print(f"demo: screenshots of the visitor's screens saved in {shots}")
     finally:
         audio.stop()
     return 0

@@ -73,6 +73,9 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
                 "recording", "review", "receipt"} <= names
         for png in pngs:
             assert len(np.unique(png_pixels(png).reshape(-1, 3), axis=0)) > 50, png
+    assert "visitor walkthrough (en): played story demo-" in done.stdout
+    visitor = {p.stem.split("-", 1)[1] for p in (shots / "visitor").glob("*.png")}
+    assert {"stories", "story", "playing", "ended"} <= visitor
     return data, done.stdout
 
 
