@@ -216,6 +216,11 @@ class KioskApp(App):
                 minutes=minutes)
         return tr._("Wrong PIN. Tries left: {tries}").format(tries=outcome.failures_left)
 
+    def switch_language(self, code: str) -> None:
+        """Show the screens in ``code`` (staff and visitors may read in any language)."""
+        self.tr.switch_lang(code)
+        self.refresh()
+
     def leave_staff(self) -> None:
         self.root.current = State.ATTRACT.value
 

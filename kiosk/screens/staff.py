@@ -41,7 +41,9 @@ class StaffScreen(SessionScreen):
         grid = self.ids.facts
         grid.clear_widgets()
         for label, value in facts.lines():
-            for text, bold in ((tr._(label), True), (str(value), False)):
+            cells = [(tr._(label), True), (str(value), False)]
+            # The label first for the reader: on the right in a right-to-left language.
+            for text, bold in (cells[::-1] if tr.is_rtl else cells):
                 grid.add_widget(RtlLabel(source_text=text, language=tr.language, bold=bold,
                                          font_size="20sp", size_hint_y=None, height=34,
                                          valign="middle"))
