@@ -343,55 +343,6 @@ class Driver:
         Clock.schedule_once(lambda _dt: touch.touch_up(), seconds)
         return True
 
-    def _cmd_bench_experiment(self, what: str) -> Any:  # TEMPORARY
-        app = self.app
-        log = self.__dict__.setdefault("_exp", [])
-        if what == "time_handlers":
-            def wrap(obj, name, label):
-                orig = getattr(obj, name)
-
-                def timed(*a, **k):
-                    t = time.monotonic()
-                    try:
-                        return orig(*a, **k)
-                    finally:
-                        log.append((label, round(1000 * (time.monotonic() - t), 1)))
-                setattr(obj, name, timed)
-            import gc
-            t0 = {}
-
-            def gccb(phase, info):
-                if phase == "start":
-                    t0["t"] = time.monotonic()
-                else:
-                    log.append((f"gc{info['generation']}",
-                                round(1000 * (time.monotonic() - t0["t"]), 1)))
-            gc.callbacks.append(gccb)
-            log.append(("gc_objects", len(gc.get_objects())))
-            ses = app.session
-            for name in dir(type(ses)):
-                if name.startswith("_do_"):
-                    wrap(ses, name, name)
-            wrap(ses.recorder, "close", "recorder.close")
-            wrap(ses.recorder, "open", "recorder.open")
-            wrap(app.tr, "switch_lang", "switch_lang")
-            for screen in app.root.screens:
-                if hasattr(screen, "refresh"):
-                    wrap(screen, "refresh", f"refresh:{screen.name}")
-                for ev in ("on_pre_enter", "on_enter", "on_pre_leave", "on_leave"):
-                    if ev in type(screen).__dict__:
-                        wrap(screen, ev, f"{ev}:{screen.name}")
-            return True
-        import gc
-        if what == "types":
-            import collections
-            c = collections.Counter(type(o).__name__ for o in gc.get_objects())
-            return c.most_common(40)
-        log.append(("objects", len(gc.get_objects())))
-        out = list(log)
-        log.clear()
-        return out
-
     def _cmd_quit(self) -> bool:
         Clock.schedule_once(lambda _dt: self.app.stop(), 0)
         return True

@@ -8,6 +8,7 @@ opens and closes the overlays, and tells the person what they need to know.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import time
@@ -15,12 +16,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from kivy.animation import Animation
 from kivy.app import App
 from kivy.clock import Clock
 from kivy.core.window import Window
 from kivy.properties import StringProperty
 from kivy.uix.modalview import ModalView
-from kivy.uix.screenmanager import FadeTransition, ScreenManager
+from kivy.uix.screenmanager import NoTransition, ScreenManager
 
 from . import logs
 from .app import WINDOW_SIZE
@@ -44,6 +46,8 @@ DRIVER_ENV = "KIOSK_TEST_DRIVER"
 WORDLIST = Path(__file__).resolve().parent.parent / "assets" / "wordlist.txt"
 #: How often the session's idle timer is looked at.
 TICK_S = 0.25
+#: How long a new screen takes to fade in.
+FADE_S = 0.15
 STAFF_PIN = "staff_pin"
 STAFF = "staff"
 
@@ -101,7 +105,10 @@ class KioskApp(App):
         )
 
         Window.clearcolor = (0.07, 0.08, 0.10, 1)
-        manager = ScreenManager(transition=FadeTransition(duration=0.15))
+        # No cross-fade: Kivy's FadeTransition draws both screens into two full-window
+        # offscreen buffers every frame, which costs 60-100 ms a frame in software
+        # rendering (bench/kiosk.py). The new screen fades in by its own opacity instead.
+        manager = ScreenManager(transition=NoTransition())
         manager.add_widget(attract.AttractScreen(name=State.ATTRACT.value))
         for name, cls in ((State.LANGUAGE, language.LanguageScreen),
                           (State.WHO, who.WhoScreen), (State.SAFETY, safety.SafetyScreen),
@@ -131,6 +138,10 @@ class KioskApp(App):
         return manager
 
     def on_start(self) -> None:
+        # Everything made at start-up lives as long as the app: out of the collector's
+        # way, so that its passes stay short.
+        gc.collect()
+        gc.freeze()
         Window.bind(on_touch_down=self._guard_touch, on_touch_move=self._gesture_move,
                     on_touch_up=self._gesture_up)
         if self.cfg.display.kiosk_mode:
@@ -240,6 +251,17 @@ class KioskApp(App):
         self.stop()
 
     def _screen_changed(self, name: str) -> None:
+        screen = self.root.get_screen(name)
+        Animation.cancel_all(screen, "opacity")
+        screen.opacity = 0.2
+        Animation(opacity=1.0, duration=FADE_S).start(screen)
+        if name == State.ATTRACT.value:
+            # Back at rest: collect what the session left (collection is held off while
+            # a person uses the kiosk, where a full pass costs 80-200 ms mid-touch).
+            gc.enable()
+            gc.collect()
+        else:
+            gc.disable()
         for listener in list(self.on_screen):
             listener(name)
 
@@ -292,10 +314,10 @@ class KioskApp(App):
         if state is State.ATTRACT:
             self._close_overlays()
             self.tr.switch_lang(self.cfg.languages[0])
-        self.root.current = state.value
-        screen = self.root.current_screen
-        if hasattr(screen, "refresh"):
-            screen.refresh()
+        if self.root.current == state.value:
+            self.refresh()
+        else:
+            self.root.current = state.value  # its on_pre_enter refreshes it
 
     def show_overlay(self, overlay: Overlay, seconds: float | None) -> None:
         from .screens import overlays

@@ -78,6 +78,7 @@ class SessionController:
     def fire(self, event: str, *args: Any, **kwargs: Any) -> bool:
         """Send ``event`` to the machine and carry out its outputs; False if it did not
         apply (a double tap, a touch during a transition)."""
+        before = self.machine.state
         try:
             outputs = getattr(self.machine, event)(*args, now=self.clock(), **kwargs)
         except m.InvalidEvent:
@@ -85,9 +86,10 @@ class SessionController:
                        state=self.machine.state.value)
             return False
         self.perform(outputs)
-        # The machine may have changed what the screen shows without changing screens
-        # (the next question, a take started, a consent chosen).
-        self.ui.refresh()
+        if self.machine.state is before:
+            # What the screen shows changed without a change of screen (the next
+            # question, a take started, a consent chosen); a new screen refreshes itself.
+            self.ui.refresh()
         return True
 
     def tick(self) -> None:

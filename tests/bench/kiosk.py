@@ -447,7 +447,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Kiosk app benchmark: {figures['sessions']} sessions, {figures['takes']} takes,"
           f" {figures['screen_changes']} touch-made screen changes,"
           f" {os.cpu_count()} cores, Xvfb 1280x800x24, in {figures['runtime_s']:.0f} s")
-    print(f"{'figure':<36} {'measured':>14} {'target':>10}  ok")
+    print(f"{'figure':<40} {'measured':>14} {'target':>10}  ok")
     for key, value in figures.items():
         if key in ("sessions", "runtime_s"):
             continue
@@ -460,7 +460,7 @@ def main(argv: list[str] | None = None) -> int:
             shown = f"{op} {limit}"
             if not ok:
                 failed.append(key)
-        print(f"{key:<36} {value!s:>14} {shown:>10}  {mark}")
+        print(f"{key:<40} {value!s:>14} {shown:>10}  {mark}")
     figures["targets_failed"] = failed
     figures["details"] = details
     if args.json:
