@@ -227,6 +227,10 @@ class KioskApp(App):
                 minutes=minutes)
         return tr._("Wrong PIN. Tries left: {tries}").format(tries=outcome.failures_left)
 
+    def freeze_for_test(self, seconds: float) -> None:
+        """Block the UI thread (tests only, through the test driver): a frozen UI."""
+        time.sleep(seconds)
+
     def switch_language(self, code: str) -> None:
         """Show the screens in ``code`` (staff and visitors may read in any language)."""
         self.tr.switch_lang(code)

@@ -81,6 +81,9 @@ def test_the_right_pin_opens_staff_mode_and_a_plain_touch_does_not(kiosk, env) -
         app.wait_for_screen("staff")
         facts = app.call("call", method="fact_values")
         assert "post-quantum" in facts["Sealing"]
+        app.tap("exit_button")  # hidden and disabled: the config does not allow it
+        time.sleep(0.5)
+        assert app.proc.poll() is None and app.screen() == "staff"
         app.tap("close_button")
         app.wait_for_screen("attract")
     finally:
@@ -223,3 +226,40 @@ def test_development_mode_lets_the_window_close(kiosk, env) -> None:
         assert app.proc.wait(10) == 0  # the app stopped, as a desktop app does
     finally:
         app.close()
+
+
+def test_the_ui_clock_pings_the_watchdog_and_a_frozen_ui_stops(kiosk, env, tmp_path) -> None:
+    import socket
+
+    notify = tmp_path / "notify.sock"
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    server.bind(str(notify))
+    server.settimeout(0.2)
+    app = KioskProcess(config=kiosk / "kiosk.toml", workdir=kiosk,
+                       env={**env, "NOTIFY_SOCKET": str(notify), "WATCHDOG_USEC": "400000"},
+                       screenshot_dir=kiosk / "shots")
+
+    def received(seconds: float) -> list[tuple[float, bytes]]:
+        got, end = [], time.monotonic() + seconds
+        while time.monotonic() < end:
+            try:
+                got.append((time.monotonic(), server.recv(64)))
+            except TimeoutError:
+                pass
+        return got
+
+    try:
+        app.wait_for_screen("attract")
+        messages = [m for _t, m in received(1.5)]
+        assert messages.count(b"WATCHDOG=1") >= 4  # every 0.2 s: half of WATCHDOG_USEC
+        # The UI's thread stuck for 1.5 s: no ping in that time.
+        app._stream.write(b'{"cmd": "app_call", "args": {"method": "freeze_for_test",'
+                          b' "args": [1.5]}}\n')
+        app._stream.flush()
+        frozen = received(1.2)
+        app._stream.readline()
+        assert not [m for _t, m in frozen if m == b"WATCHDOG=1"], frozen
+        assert b"WATCHDOG=1" in [m for _t, m in received(1.0)]  # and back once it thaws
+    finally:
+        app.close()
+        server.close()
