@@ -76,11 +76,15 @@ def _check_audio(cfg: config_mod.KioskConfig, args: argparse.Namespace) -> int:
 
 def _status(cfg: config_mod.KioskConfig, args: argparse.Namespace) -> int:
     from .staff.facts import gather
+    from .stories import StoryLibrary
     from .vault.store import Store
 
+    # The stories as the kiosk would show them: the same facts as the staff screen.
+    library = StoryLibrary(cfg.data_dir, cfg.publisher_key)
+    library.load()
     store = Store.in_data_dir(cfg.data_dir)
     try:
-        facts = gather(cfg, store=store)
+        facts = gather(cfg, store=store, library=library)
     finally:
         store.close()
     if args.json:

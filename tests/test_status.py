@@ -113,3 +113,15 @@ def test_when_and_submissions_summary() -> None:
     assert submissions_summary({"open": 0}) == "none"
     assert submissions_summary({"open": 1, "submitted": 3, "acknowledged": 1}) == (
         "3 submitted, 1 acknowledged, 1 open")
+
+
+def test_status_shows_the_catalog_the_kiosk_would_show(tmp_path: Path) -> None:
+    config = tmp_path / "kiosk.toml"
+    config.write_text(f'data_dir = "{tmp_path / "data"}"\n'
+                      f'recipients = ["{MlkemIdentity.generate().recipient()}"]\n')
+    made = subprocess.run([sys.executable, "-m", "kiosk", "--config", str(config),
+                           "demo-stories"], capture_output=True, text=True, timeout=120)
+    assert made.returncode == 0, made.stderr
+    done = subprocess.run([sys.executable, "-m", "kiosk", "--config", str(config), "status"],
+                          capture_output=True, text=True, timeout=60)
+    assert "Catalog: version 1, 8 stories" in done.stdout, done.stdout
