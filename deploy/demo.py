@@ -74,7 +74,10 @@ def make_demo_data(root: Path, port: int) -> Path:
             "# sealing to the demo vetting team and escrow keys (post-quantum).\n"
             'data_dir = "kiosk"\n'
             f'server_url = "http://127.0.0.1:{port}"\n'
-            f'recipients = ["{team}", "{escrow}"]\n', encoding="utf-8")
+            f'recipients = ["{team}", "{escrow}"]\n'
+            "\n# A window that closes, with a cursor: this is a demo on a desktop, not a\n"
+            "# kiosk in a hall (kiosk_mode = true is the default for real kiosks).\n"
+            "[display]\nkiosk_mode = false\n", encoding="utf-8")
     if not (root / "kiosk" / "stories" / "catalog.json").exists():
         # Stories for visitors until the vetting team publishes real ones: spoken by
         # espeak-ng, signed with a demo publishing key that this pins in the config.
