@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from kiosk.session import receipt
+from kiosk import slowhash
 from kiosk.session.receipt import hash_code, load_words, new_code, normalise, verify_code
 
 WORDLIST = Path(__file__).resolve().parent.parent / "assets" / "wordlist.txt"
@@ -184,5 +184,5 @@ def test_non_string_stored_gives_false() -> None:
 
 
 def test_parameters_are_the_documented_ones() -> None:
-    assert (receipt.LOG2_N, receipt.R, receipt.P) == (15, 8, 1)
-    assert (receipt.SALT_BYTES, receipt.HASH_BYTES) == (16, 32)
+    assert (slowhash.LOG2_N, slowhash.R, slowhash.P) == (15, 8, 1)
+    assert (slowhash.SALT_BYTES, slowhash.HASH_BYTES) == (16, 32)

@@ -8,9 +8,6 @@ presents with ``verify_code``.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hmac
 import os
 import random
 import re
@@ -19,20 +16,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
 
-from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+from ..slowhash import matches, slow_hash
 
 WORDS_PER_CODE: Final = 4
 MIN_WORDS: Final = 1024
 _WORD = re.compile(r"[a-z]{3,8}")
 _SEPARATORS = re.compile(r"[\s\-.,]+")
-
-# scrypt cost: log2(n), r, p; 32 MiB of memory, well under a second on a kiosk.
-LOG2_N: Final = 15
-R: Final = 8
-P: Final = 1
-SALT_BYTES: Final = 16
-HASH_BYTES: Final = 32
-_SCHEME: Final = "scrypt"
 
 _SYSTEM_RANDOM: Final = secrets.SystemRandom()
 
@@ -77,38 +66,15 @@ def normalise(code: str) -> str:
     return "-".join(words)
 
 
-def _derive(code: str, salt: bytes, log2_n: int, r: int, p: int) -> bytes:
-    kdf = Scrypt(salt=salt, length=HASH_BYTES, n=2**log2_n, r=r, p=p)
-    return kdf.derive(code.encode("ascii"))
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
-
 def hash_code(code: str, *, salt: bytes | None = None) -> str:
-    """"scrypt$15$8$1$<salt b64>$<hash b64>" over the normalised code."""
-    if salt is None:
-        salt = secrets.token_bytes(SALT_BYTES)
-    if len(salt) != SALT_BYTES:
-        raise ValueError(f"the salt is {SALT_BYTES} bytes")
-    digest = _derive(normalise(code), salt, LOG2_N, R, P)
-    return "$".join([_SCHEME, str(LOG2_N), str(R), str(P), _b64(salt), _b64(digest)])
+    """"scrypt$15$8$1$<salt b64>$<hash b64>" over the normalised code (kiosk.slowhash)."""
+    return slow_hash(normalise(code), salt=salt)
 
 
 def verify_code(code: str, stored: str) -> bool:
     """Whether ``code`` is the one ``stored`` was made from; False on any malformed input."""
     try:
         canonical = normalise(code)
-        scheme, log2_n, r, p, salt_b64, digest_b64 = stored.split("$")
-        # Only the parameters this module writes: a stored string must not be able to
-        # ask for a huge scrypt (memory, time) or a weak one.
-        if (scheme, log2_n, r, p) != (_SCHEME, str(LOG2_N), str(R), str(P)):
-            return False
-        salt = base64.b64decode(salt_b64, validate=True)
-        expected = base64.b64decode(digest_b64, validate=True)
-    except (ValueError, AttributeError, TypeError, binascii.Error):
+    except ValueError:
         return False
-    if len(salt) != SALT_BYTES or len(expected) != HASH_BYTES:
-        return False
-    return hmac.compare_digest(_derive(canonical, salt, LOG2_N, R, P), expected)
+    return matches(canonical, stored)

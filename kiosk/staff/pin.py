@@ -12,14 +12,11 @@ an offline search whatever the hash costs.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import getpass
 import hmac
 import logging
 import os
 import re
-import secrets
 import stat
 import sys
 import tempfile
@@ -28,9 +25,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final, TextIO
 
-from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
-
-from .. import logs
+from .. import logs, slowhash
+from ..slowhash import slow_hash
 
 log = logging.getLogger("kiosk.staff")
 
@@ -40,24 +36,16 @@ MIN_DIGITS: Final = 6
 MAX_DIGITS: Final = 12
 _PIN = re.compile(f"[0-9]{{{MIN_DIGITS},{MAX_DIGITS}}}")
 
-# scrypt cost: log2(n), r, p; 32 MiB of memory, well under a second on a kiosk.
-LOG2_N: Final = 15
-R: Final = 8
-P: Final = 1
-SALT_BYTES: Final = 16
-HASH_BYTES: Final = 32
-_SCHEME: Final = "scrypt"
-
 #: What ``kiosk set-pin`` says about a PIN it refuses (never the PIN itself).
 PIN_RULE: Final = f"a staff PIN is {MIN_DIGITS} to {MAX_DIGITS} digits (0-9), nothing else"
 
 
 class PinError(ValueError):
-    """Not a PIN: fewer than 4 or more than 12 characters, or not only digits 0-9."""
+    """Not a PIN: fewer than 6 or more than 12 characters, or not only digits 0-9."""
 
 
 def check_pin(pin: str) -> str:
-    """``pin`` itself when it is 4 to 12 ASCII digits; :class:`PinError` otherwise."""
+    """``pin`` itself when it is 6 to 12 ASCII digits; :class:`PinError` otherwise."""
     # fullmatch on [0-9], not str.isdigit(): that accepts Arabic-Indic and superscript
     # digits, which no keypad of the kiosk types and which would hash differently.
     if not isinstance(pin, str) or not _PIN.fullmatch(pin):
@@ -65,63 +53,27 @@ def check_pin(pin: str) -> str:
     return pin
 
 
-def _derive(pin: str, salt: bytes) -> bytes:
-    kdf = Scrypt(salt=salt, length=HASH_BYTES, n=2**LOG2_N, r=R, p=P)
-    return kdf.derive(pin.encode("ascii"))
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
-
 def hash_pin(pin: str, *, salt: bytes | None = None) -> str:
-    """``"scrypt$15$8$1$<salt b64>$<hash b64>"`` of a valid PIN, with a random salt."""
-    check_pin(pin)
-    if salt is None:
-        salt = secrets.token_bytes(SALT_BYTES)
-    if len(salt) != SALT_BYTES:
-        raise ValueError(f"the salt is {SALT_BYTES} bytes")
-    return "$".join([_SCHEME, str(LOG2_N), str(R), str(P), _b64(salt),
-                     _b64(_derive(pin, salt))])
-
-
-def _parse(stored: object) -> tuple[bytes, bytes] | None:
-    """(salt, hash) of a well-formed PIN hash with this module's parameters, else None."""
-    try:
-        scheme, log2_n, r, p, salt_b64, digest_b64 = stored.split("$")  # type: ignore[union-attr]
-        # Only the parameters this module writes: a config file must not be able to ask
-        # for a huge scrypt (memory, time: the kiosk freezes) or a weak one.
-        if (scheme, log2_n, r, p) != (_SCHEME, str(LOG2_N), str(R), str(P)):
-            return None
-        salt = base64.b64decode(salt_b64, validate=True)
-        digest = base64.b64decode(digest_b64, validate=True)
-    except (ValueError, AttributeError, TypeError, binascii.Error):
-        return None
-    if len(salt) != SALT_BYTES or len(digest) != HASH_BYTES:
-        return None
-    return salt, digest
+    """``"scrypt$15$8$1$<salt b64>$<hash b64>"`` of a valid PIN (kiosk.slowhash)."""
+    return slow_hash(check_pin(pin), salt=salt)
 
 
 def is_pin_hash(stored: object) -> bool:
     """Whether ``stored`` is a PIN hash :func:`verify_pin` can check (not its correctness)."""
-    return _parse(stored) is not None
+    return slowhash.parse(stored) is not None
 
 
 def verify_pin(pin: str, stored: str) -> bool:
     """Whether ``pin`` is the PIN ``stored`` was made from; False on any malformed input.
 
     The comparison is constant-time; a malformed ``pin`` costs no scrypt, which tells a
-    timing observer only that it was not 4 to 12 digits, which the keypad knows anyway.
+    timing observer only that it was not 6 to 12 digits, which the keypad knows anyway.
     """
-    parsed = _parse(stored)
     try:
         check_pin(pin)
     except PinError:
         return False
-    if parsed is None:
-        return False
-    salt, expected = parsed
-    return hmac.compare_digest(_derive(pin, salt), expected)
+    return slowhash.matches(pin, stored)
 
 
 # -- writing the hash into the config file ------------------------------------------
