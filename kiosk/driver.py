@@ -13,6 +13,7 @@ import os
 import socket
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -39,8 +40,10 @@ def find_ids(root: Widget) -> dict[str, Widget]:
 
 
 #: Set by tests/bench/kiosk.py to ``time.time()`` just before it spawns the app: turns on
-#: the timestamps of :class:`_Bench` (frames, touches, screen changes, takes).
+#: the timestamps of :class:`_Bench` (frames, touches, screen changes, takes, plays).
 BENCH_ENV = "KIOSK_BENCH_T0"
+#: A sample at or above this (int16, -40 dBFS) is audible: where a playback's sound begins.
+AUDIBLE = 328
 
 
 class _Bench:
@@ -74,6 +77,15 @@ class _Bench:
         self._draw_at = 0.0
         #: Time spent drawing and swapping, all frames together.
         self.render_s = 0.0
+        #: Called after each buffer swap with (draw_at, swap_at, frame_at); a hook that
+        #: returns False is removed.
+        self._frame_hooks: list[Callable[[float, float, float], bool]] = []
+        #: Story playbacks: each output stream the player opens, its start and first
+        #: audible block (see :meth:`_wrap_output`).
+        self.plays: list[dict[str, Any]] = []
+        #: Filter changes made by :meth:`set_filter`, with the frames that followed.
+        self.filters: list[dict[str, Any]] = []
+        self.scroll_state: dict[str, Any] | None = None
 
         def draw_begins(*_args: Any) -> None:
             self._draw_at = time.monotonic()
@@ -90,6 +102,9 @@ class _Bench:
             for change in self._undrawn:
                 change.update(draw_at=self._draw_at, swap_at=swap_at, frame_at=now)
             self._undrawn.clear()
+            if self._frame_hooks:
+                self._frame_hooks = [hook for hook in self._frame_hooks
+                                     if hook(self._draw_at, swap_at, now)]
 
         # Bound callbacks run before the window's own on_draw, which draws the frame.
         Window.fbind("on_draw", draw_begins)
@@ -119,6 +134,67 @@ class _Bench:
             return take
 
         recorder.start = timed_start
+        self._wrap_output(recorder.streams)
+
+    def _wrap_output(self, streams: Any) -> None:
+        """Time each output stream (a story's or a review's playback): when it is opened,
+        when it starts (and the touch that started it), and its first audible block.
+
+        The PortAudio callback gets, with each block, the stream's clock now
+        (``currentTime``) and when the block's first frame will reach the DAC
+        (``outputBufferDacTime``). The first frame of the block at or above
+        :data:`AUDIBLE` is the first audible one. PortAudio's stream clock is converted
+        to ``time.monotonic()`` by the smallest ``monotonic() - currentTime`` seen in any
+        callback of the stream (the callback runs after PortAudio read its clock, so the
+        smallest difference is the closest).
+        """
+        import numpy as np
+
+        output_stream = streams.output_stream
+
+        def timed_output_stream(**kwargs: Any) -> Any:
+            callback = kwargs["callback"]
+            rate = float(kwargs["samplerate"])
+            entry: dict[str, Any] = {"opened_at": time.monotonic(), "start_at": None,
+                                     "started_at": None, "touch_at": None,
+                                     "touch_id": None, "first": None, "offset": None,
+                                     "callbacks": 0, "rate": rate}
+
+            def timed_callback(outdata: Any, frames: int, time_info: Any,
+                               status: Any) -> None:
+                callback(outdata, frames, time_info, status)
+                now = time.monotonic()
+                offset = now - time_info.currentTime
+                if entry["offset"] is None or offset < entry["offset"]:
+                    entry["offset"] = offset
+                entry["callbacks"] += 1
+                if entry["first"] is None:
+                    loud = np.flatnonzero(np.abs(outdata.astype(np.int32)).max(axis=1)
+                                          >= AUDIBLE)
+                    if loud.size:
+                        entry["first"] = {"callback_at": now,
+                                          "current": time_info.currentTime,
+                                          "dac": time_info.outputBufferDacTime,
+                                          "index": int(loud[0])}
+
+            stream = output_stream(**{**kwargs, "callback": timed_callback})
+            start = stream.start
+
+            def timed_start() -> None:
+                if entry["start_at"] is None:
+                    entry.update(start_at=time.monotonic(),
+                                 touch_at=self.touch_at if self.in_touch else None,
+                                 touch_id=self.touch_id if self.in_touch else None)
+                start()
+                if entry["started_at"] is None:
+                    entry["started_at"] = time.monotonic()
+
+            stream.start = timed_start
+            self.plays.append(entry)
+            del self.plays[:-100]  # never drained in the defender's sessions: kept short
+            return stream
+
+        streams.output_stream = timed_output_stream
 
     def _screen_changed(self, name: str) -> None:
         change = {"from": self.screen, "to": name, "changed_at": time.monotonic(),
@@ -129,10 +205,13 @@ class _Bench:
         self._undrawn.append(change)
 
     def tap(self, app: App, widget_id: str) -> float:
-        self.touch_at, self.touch_id = time.monotonic(), widget_id
+        return self.tap_widget(find_widget(app, widget_id), widget_id)
+
+    def tap_widget(self, widget: Widget, label: str) -> float:
+        self.touch_at, self.touch_id = time.monotonic(), label
         self.in_touch = True
         try:
-            tap(app, widget_id)
+            tap_at(widget)
         finally:
             self.in_touch = False
         handled_at = time.monotonic()
@@ -140,6 +219,76 @@ class _Bench:
             if change["touch_at"] == self.touch_at:
                 change["handled_at"] = handled_at
         return self.touch_at
+
+    # -- the stories screen (browsing 500 stories) ----------------------------------------
+    @staticmethod
+    def _tiles_shown(rv: Widget) -> int:
+        """A checksum of the tiles the RecycleView has laid out now (which story, where),
+        how many stories it holds and how many overlays are open: what a frame drawn now
+        shows of the grid."""
+        layout = rv.layout_manager
+        tiles = sorted((str(getattr(c, "story_id", "")), round(c.x), round(c.y))
+                       for c in (layout.children if layout is not None else []))
+        return zlib.crc32(repr((tiles, len(rv.data), len(overlays()))).encode())
+
+    def set_filter(self, screen: Widget, kind: str, value: str | None) -> dict[str, Any]:
+        """Choose a filter value as a touch on the filter overlay's choice does (the
+        overlay closes, then ``StoriesScreen.set_filter``; without an open overlay, just
+        ``set_filter``), timed, with the frames drawn in the next second and what each
+        shows of the grid (:meth:`_tiles_shown`, and whether an overlay is open)."""
+        rv = screen.ids.tiles
+        chooser = next((o for o in overlays() if hasattr(o, "chosen")), None)
+        entry: dict[str, Any] = {"kind": kind, "value": value, "touch_at": time.monotonic(),
+                                 "overlay": chooser is not None,
+                                 "before": self._tiles_shown(rv), "frames": []}
+        if chooser is not None:
+            chooser.chosen(value)
+        else:
+            screen.set_filter(kind, value)
+        entry["handled_at"] = time.monotonic()
+        entry["stories"] = len(rv.data)
+
+        def on_frame(draw_at: float, swap_at: float, frame_at: float) -> bool:
+            entry["frames"].append({"draw_at": draw_at, "swap_at": swap_at,
+                                    "frame_at": frame_at, "tiles": self._tiles_shown(rv)})
+            return frame_at - entry["touch_at"] < 1.0
+
+        self._frame_hooks.append(on_frame)
+        self.filters.append(entry)
+        return {"touch_at": entry["touch_at"], "stories": entry["stories"]}
+
+    def scroll(self, rv: Widget, seconds: float, distance_px: float | None) -> dict[str, Any]:
+        """Scroll ``rv`` from the top, at an even speed, ``distance_px`` (None: to the
+        bottom) over ``seconds``: its ``scroll_y`` set once a frame, as a drag would."""
+        scrollable = max(float(rv.children[0].height - rv.height), 1.0)
+        end = 0.0 if distance_px is None else max(0.0, 1.0 - distance_px / scrollable)
+        rv.scroll_y = 1.0
+        state: dict[str, Any] = {"seconds": seconds, "scrollable_px": scrollable,
+                                 "distance_px": (1.0 - end) * scrollable, "began": None,
+                                 "done": False, "frame_at": []}
+        self.scroll_state = state
+
+        def on_frame(_draw_at: float, _swap_at: float, frame_at: float) -> bool:
+            if state["began"] is not None:
+                state["frame_at"].append(frame_at)
+            return not state["done"]
+
+        def step(_dt: float) -> bool:
+            now = time.monotonic()
+            if state["began"] is None:
+                state.update(began=now, frames0=self.frames, loops0=Clock.frames,
+                             render0=self.render_s)
+            done = now - state["began"] >= seconds
+            rv.scroll_y = 1.0 + (end - 1.0) * min(1.0, (now - state["began"]) / seconds)
+            if done:
+                state.update(ended=now, frames1=self.frames, loops1=Clock.frames,
+                             render1=self.render_s, done=True)
+                return False
+            return True
+
+        self._frame_hooks.append(on_frame)
+        Clock.schedule_interval(step, 0)
+        return {"scrollable_px": scrollable, "distance_px": state["distance_px"]}
 
     def drain(self) -> dict[str, Any]:
         """The screen changes already drawn and the takes already ended, forgotten here
@@ -179,7 +328,10 @@ def find_widget(app: App, widget_id: str) -> Widget:
 
 def tap(app: App, widget_id: str) -> None:
     """A simulated touch, down and up, at the widget's centre (as a finger would)."""
-    widget = find_widget(app, widget_id)
+    tap_at(find_widget(app, widget_id))
+
+
+def tap_at(widget: Widget) -> None:
     x, y = widget.to_window(*widget.center)
     touch = UnitTestTouch(x, y)
     touch.touch_down()
@@ -298,6 +450,62 @@ class Driver:
         """The armed microphone has delivered its first block (record starts at once)."""
         recorder = self.app.recorder
         return bool(recorder.armed and recorder.warm_up(timeout_s=0) is not None)
+
+    def _stories_screen(self) -> Widget:
+        return self.app.root.get_screen("stories")
+
+    def _cmd_bench_tap_tile(self, story_id: str) -> float:
+        """A timed touch on the stories grid's tile of ``story_id`` (it must be laid out,
+        i.e. on or near the screen); returns the touch's time.monotonic()."""
+        layout = self._stories_screen().ids.tiles.layout_manager
+        tile = next((c for c in layout.children if getattr(c, "story_id", None) == story_id),
+                    None)
+        if tile is None:
+            raise KeyError(f"no tile laid out for story {story_id!r}")
+        return self._bench_on().tap_widget(tile, f"tile:{story_id}")
+
+    def _cmd_bench_filter(self, kind: str, value: str | None) -> dict[str, Any]:
+        """Set a filter of the stories screen, timed (see ``_Bench.set_filter``)."""
+        return self._bench_on().set_filter(self._stories_screen(), kind, value)
+
+    def _cmd_bench_filters(self) -> list[dict[str, Any]]:
+        """The filter changes whose second of frames is over, forgotten here."""
+        bench = self._bench_on()
+        now = time.monotonic()
+        done = [f for f in bench.filters if now - f["touch_at"] > 1.1]
+        bench.filters = [f for f in bench.filters if now - f["touch_at"] <= 1.1]
+        return done
+
+    def _cmd_bench_scroll(self, seconds: float, distance_px: float | None = None
+                          ) -> dict[str, Any]:
+        """Start scrolling the stories grid (see ``_Bench.scroll``)."""
+        return self._bench_on().scroll(self._stories_screen().ids.tiles, seconds,
+                                       distance_px)
+
+    def _cmd_bench_scroll_result(self) -> dict[str, Any] | None:
+        """The scroll's frames once it is over; None while it runs."""
+        state = self._bench_on().scroll_state
+        return dict(state) if state is not None and state["done"] else None
+
+    def _cmd_bench_scroll_top(self) -> bool:
+        self._bench_on()
+        self._stories_screen().ids.tiles.scroll_y = 1.0
+        return True
+
+    def _cmd_bench_plays(self) -> list[dict[str, Any]]:
+        """The output streams opened so far (see ``_Bench._wrap_output``), forgotten
+        here; call it once the stream is closed."""
+        bench = self._bench_on()
+        plays, bench.plays = bench.plays, []
+        return [dict(p) for p in plays]
+
+    def _cmd_bench_player(self) -> dict[str, Any]:
+        """The story screen's player: its state and position, now."""
+        self._bench_on()
+        player = self.app.root.get_screen("story").player
+        return {"t": time.monotonic(),
+                "state": None if player is None else str(player.state.value),
+                "position_s": None if player is None else player.position_s}
 
     def _cmd_app_call(self, method: str, args: list[Any] | None = None) -> Any:
         """Call a method of the app (``visitor_event``, ``try_staff_pin``...)."""

@@ -15,8 +15,11 @@ from .widgets import SessionScreen
 
 load_kv("story")
 
-#: Redraws of the position a second while playing.
-POSITION_HZ = 20
+#: How often the position is looked at while playing. What it shows changes once a
+#: second (the clock's second), because each change redraws the whole window (about
+#: 20 ms in software rendering): redrawn 20 times a second, a playing story cost 82 % of
+#: a core; once a second, about 7 % (bench/kiosk.py).
+POSITION_HZ = 4
 
 
 class StoryScreen(SessionScreen):
@@ -91,7 +94,7 @@ class StoryScreen(SessionScreen):
 
     def _ended(self, _completed: bool) -> None:
         App.get_running_app().visitor_event("ended")
-        self._show_state()
+        self._update(0, force=True)
 
     def seek_touch_down(self, slider: Any, touch: Any) -> bool:
         if slider.collide_point(*touch.pos):
@@ -108,7 +111,7 @@ class StoryScreen(SessionScreen):
     def seek_to(self, seconds: float) -> None:
         if self.player is not None:
             self.player.seek(seconds)
-            self._update(0)
+            self._update(0, force=True)
 
     # -- display -----------------------------------------------------------------------------
     def _show_state(self) -> None:
@@ -117,14 +120,17 @@ class StoryScreen(SessionScreen):
         self.ids.play_button.source_text = tr._("Pause") if playing else tr._("Play")
         self.ids.play_button.disabled = self.player is None
 
-    def _update(self, _dt: float) -> None:
+    def _update(self, _dt: float, force: bool = False) -> None:
         player = self.player
         if player is None:
             return
         position, duration = player.position_s, player.duration_s
+        text = f"{clock_text(position)} / {clock_text(duration)}"
+        if self.ids.clock.text == text and not force:
+            return  # nothing visible would change
+        self.ids.clock.text = text
         if not self._dragging:
             self.ids.seek.value = position
-        self.ids.clock.text = f"{clock_text(position)} / {clock_text(duration)}"
         view = self.ids.transcript_view
         if duration > 0 and view.height < self.ids.transcript.height:
             # The transcript follows the voice: the part being heard stays in view.
