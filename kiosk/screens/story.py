@@ -108,6 +108,10 @@ class StoryScreen(SessionScreen):
             self.seek_to(slider.value)
         return False
 
+    def position_s(self) -> float:
+        """Where the player is (seconds), for tests and the walkthrough."""
+        return self.player.position_s if self.player is not None else 0.0
+
     def seek_to(self, seconds: float) -> None:
         if self.player is not None:
             self.player.seek(seconds)
