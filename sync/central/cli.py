@@ -1,45 +1,192 @@
-"""The ``central`` command: ``init --data DIR`` and ``serve --data DIR``."""
+"""The ``central`` command: init, serve, enrol-code, devices, revoke, vetter add, audit verify.
+
+A command that makes a code or a token prints it alone on the last line, so scripts can
+take ``tail -n 1``. Errors go to stderr with exit code 2. Nothing here logs a secret.
+"""
 
 from __future__ import annotations
 
 import argparse
+import secrets
 import sys
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 
-from . import store
+from .core import (
+    DEFAULT_MAX_UPLOAD,
+    Central,
+    NotInitialised,
+    Settings,
+    hash_secret,
+    init,
+    make_enrol_code,
+    make_vetter_token,
+    normalise_code,
+    parse_duration,
+)
+from .storage.audit_chain import first_broken
+from .storage.base import AuditEvent
+
+
+class UsageError(Exception):
+    pass
+
+
+def _duration(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="central",
                                      description="I Defend Rights central vetting queue.")
     sub = parser.add_subparsers(dest="command", required=True)
-    init = sub.add_parser("init", help="create a data directory")
-    init.add_argument("--data", type=Path, required=True, metavar="DIR")
-    serve = sub.add_parser("serve", help="run the HTTP service")
-    serve.add_argument("--data", type=Path, required=True, metavar="DIR")
+
+    def add(name: str, text: str) -> argparse.ArgumentParser:
+        cmd = sub.add_parser(name, help=text, description=text)
+        cmd.add_argument("--data", type=Path, required=True, metavar="DIR")
+        return cmd
+
+    add("init", "create a data directory and the service key; print the public key last")
+    serve = add("serve", "run the HTTP service")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8765)
+    serve.add_argument("--max-upload-bytes", type=int, default=DEFAULT_MAX_UPLOAD,
+                       metavar="N")
+    serve.add_argument("--upload-expiry", type=_duration, default=7 * 86400.0,
+                       metavar="DURATION", help="unfinished uploads expire after (7d)")
+    serve.add_argument("--body-idle-timeout", type=float, default=60.0, metavar="SECONDS")
+    code = add("enrol-code", "make a one-time enrolment code (printed last)")
+    code.add_argument("--name", default=None, help="a name for the device, for staff")
+    code.add_argument("--expires", type=_duration, default=86400.0, metavar="DURATION",
+                      help="30m, 24h (default), 7d")
+    add("devices", "list the enrolled devices")
+    revoke = add("revoke", "revoke a device's token")
+    revoke.add_argument("device")
+    vetter = sub.add_parser("vetter", help="vetter accounts")
+    vsub = vetter.add_subparsers(dest="vetter_command", required=True)
+    vadd = vsub.add_parser("add", help="add a vetter; print the token last")
+    vadd.add_argument("--data", type=Path, required=True, metavar="DIR")
+    vadd.add_argument("name")
+    audit = sub.add_parser("audit", help="the audit log")
+    asub = audit.add_subparsers(dest="audit_command", required=True)
+    verify = asub.add_parser("verify", help="check the audit log's hash chain")
+    verify.add_argument("--data", type=Path, required=True, metavar="DIR")
     return parser
+
+
+def _when(ts: float | None) -> str:
+    if ts is None:
+        return "-"
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _cmd_enrol_code(central: Central, args: argparse.Namespace) -> int:
+    code = make_enrol_code()
+    normalised = normalise_code(code)
+    assert normalised is not None
+    now = time.time()
+    central.meta.add_enrol_code(hash_secret(normalised), args.name, now, now + args.expires,
+                                audit=AuditEvent("cli", "enrol_code_made", "code"))
+    print(f"enrolment code, valid until {_when(now + args.expires)}, works once:")
+    print(code)
+    return 0
+
+
+def _cmd_devices(central: Central) -> int:
+    header = ("id", "name", "enrolled", "revoked", "last heartbeat", "queue", "free disk",
+              "version", "last error")
+    rows = [header]
+    for d in central.meta.list_devices():
+        rows.append((d.id, d.name or "-", _when(d.enrolled_at), _when(d.revoked_at),
+                     _when(d.last_heartbeat_at),
+                     "-" if d.queue_depth is None else str(d.queue_depth),
+                     "-" if d.free_disk_bytes is None else str(d.free_disk_bytes),
+                     d.app_version or "-", d.last_error or "-"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    return 0
+
+
+def _cmd_audit_verify(central: Central) -> int:
+    rows = list(central.meta.audit_rows())
+    count, broken = first_broken(rows)
+    if broken is None:
+        head = central.meta.get_meta("audit_head")
+        last = f"{rows[-1].seq}:{rows[-1].hash}" if rows else None
+        if head != last:
+            # The chain is consistent but shorter than it was: newest entries dropped.
+            seq = rows[-1].seq + 1 if rows else 1
+            print(f"audit chain broken at seq {seq}: entries missing at the end")
+            return 1
+        print(f"audit chain intact: {count} entries")
+        return 0
+    print(f"audit chain broken at seq {broken}")
+    return 1
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.command == "init":
+        key = init(args.data)
+        print(f"central: data directory ready at {args.data}")
+        print("service public key (kiosks pin it at enrolment):")
+        print(key)
+        return 0
+    if args.command == "serve":
+        from .server import serve
+
+        settings = Settings(max_upload_bytes=args.max_upload_bytes,
+                            upload_expiry=args.upload_expiry,
+                            body_idle_timeout=args.body_idle_timeout)
+        if args.max_upload_bytes < 1:
+            raise UsageError("--max-upload-bytes must be at least 1")
+        return serve(args.data, settings, host=args.host, port=args.port)
+    central = Central(args.data)
+    try:
+        if args.command == "enrol-code":
+            return _cmd_enrol_code(central, args)
+        if args.command == "devices":
+            return _cmd_devices(central)
+        if args.command == "revoke":
+            if not central.meta.revoke_device(args.device, time.time(),
+                                              audit=AuditEvent("cli", "device_revoked",
+                                                               args.device)):
+                raise UsageError(f"no device {args.device!r}")
+            print(f"device {args.device} revoked")
+            return 0
+        if args.command == "vetter":
+            name = args.name.strip()
+            if not name or len(name) > 100:
+                raise UsageError("a vetter name is 1 to 100 characters")
+            token = make_vetter_token()
+            vetter_id = "vet-" + secrets.token_hex(8)
+            central.meta.add_vetter(vetter_id, name, hash_secret(token), time.time(),
+                                    audit=AuditEvent("cli", "vetter_added", vetter_id))
+            print(f"vetter {vetter_id} added; the token is shown once:")
+            print(token)
+            return 0
+        if args.command == "audit":
+            return _cmd_audit_verify(central)
+    finally:
+        central.close()
+    raise UsageError(f"unknown command {args.command}")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if args.command == "init":
-        db = store.init(args.data)
-        print(f"central: data directory ready at {args.data} ({db.name})")
-        return 0
-    import uvicorn
-
-    from .app import create_app
-
     try:
-        app = create_app(args.data)
-    except store.StoreError as exc:
+        return _run(args)
+    except (NotInitialised, UsageError) as exc:
         print(f"central: {exc}", file=sys.stderr)
         return 2
-    # Access logs name paths only; request bodies (ciphertext) are never logged.
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
-    return 0
+    except OSError as exc:
+        print(f"central: {exc.strerror or exc} ({getattr(exc, 'filename', '')})",
+              file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

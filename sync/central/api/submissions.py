@@ -1,0 +1,161 @@
+"""``POST /submissions``: the device-signed index in, the service-signed receipt out.
+
+Order of the checks: the body, the index's form, whose device it names, the signature,
+an index already stored under that id, then the parts against the finished uploads. The
+parts become the submission's own content-addressed blobs (durable) before the one
+transaction that inserts the submission, its parts and its receipt; the primary key on
+the submission id, not a prior SELECT, decides between two concurrent requests.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC, datetime
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
+
+from sync.signing import BadSignatureError, VerifyKey
+from sync.wire import MAX_DOCUMENT_BYTES, BadIndex, Receipt, SignedDocument, SubmissionIndex
+
+from ..core import Central
+from ..storage.base import AuditEvent, Conflict, Device, StorageError, StoredPart, StoredSubmission
+from .auth import DeviceDep, central
+from .errors import ApiError, responses
+
+log = logging.getLogger("central")
+router = APIRouter()
+MAX_BODY = 4 * MAX_DOCUMENT_BYTES
+
+
+class ReceiptResponse(BaseModel):
+    receipt: str
+    signature: str
+
+
+_REQUEST_SCHEMA = {
+    "type": "object", "additionalProperties": False, "required": ["index", "signature"],
+    "properties": {
+        "index": {"type": "string", "description": "the exact canonical JSON of the index"},
+        "signature": {"type": "string", "description": "idrsig1... by the device key"}},
+}
+
+
+def _bad(detail: str) -> ApiError:
+    return ApiError(400, "bad_index", detail)
+
+
+def _parse_body(raw: bytes) -> SignedDocument:
+    try:
+        body = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        raise _bad("the body is not JSON") from None
+    if not isinstance(body, dict) or set(body) != {"index", "signature"} \
+            or not isinstance(body["index"], str) or not isinstance(body["signature"], str):
+        raise _bad('the body must be {"index": "<text>", "signature": "<text>"}')
+    try:
+        data = body["index"].encode("utf-8")
+    except UnicodeEncodeError:
+        raise _bad("the index is not UTF-8 text") from None
+    return SignedDocument(data, body["signature"])
+
+
+def _stored_reply(stored: StoredSubmission, signed: SignedDocument) -> JSONResponse:
+    if stored.index != signed.data:
+        raise ApiError(409, "index_conflict",
+                       "another index is already stored under this submission id")
+    return JSONResponse({"receipt": stored.receipt.decode("utf-8"),
+                         "signature": stored.receipt_signature}, status_code=200)
+
+
+def accept(svc: Central, device: Device, signed: SignedDocument) -> JSONResponse:
+    """The whole submission step (runs in a worker thread: hashing, copies, fsync)."""
+    try:
+        index = SubmissionIndex.parse(signed.data)
+    except BadIndex as exc:
+        raise _bad(str(exc)) from None
+    if index.device_id != device.id:
+        raise ApiError(403, "forbidden", "the index names another device")
+    try:
+        VerifyKey.parse(device.public_key).verify(signed.data, signed.signature,
+                                                  context="submission-index")
+    except BadSignatureError:
+        raise ApiError(400, "bad_signature",
+                       "the index signature does not verify under this device's key") \
+            from None
+    stored = svc.meta.get_submission(index.submission_id)
+    if stored is not None:  # a shortcut only: the insert below is what decides
+        return _stored_reply(stored, signed)
+    uploads = {}
+    missing = []
+    for part in index.parts:
+        found = svc.meta.finished_upload_for(device.id, index.submission_id, part.name,
+                                             part.size, part.sha256)
+        if found is None:
+            missing.append(part.name)
+        else:
+            uploads[part.name] = found
+    if missing:
+        raise ApiError(422, "parts_not_uploaded",
+                       "some parts have no finished upload with this size and SHA-256",
+                       parts=missing)
+    for part in index.parts:
+        try:
+            svc.blobs.put_part_from_upload(uploads[part.name].id, index.submission_id,
+                                           part.sha256)
+        except OSError as exc:
+            if exc.errno == 28:
+                raise ApiError(507, "storage_full", "the service is out of disk space") \
+                    from None
+            raise
+        except StorageError:
+            log.error("upload_corrupt upload %s", uploads[part.name].id)
+            raise ApiError(422, "parts_not_uploaded",
+                           "a stored upload no longer matches its SHA-256; upload it again",
+                           parts=[part.name]) from None
+    receipt = Receipt.for_index(index, signed.data, received_at=datetime.now(UTC)).sign(svc.key)
+    record = StoredSubmission(
+        id=index.submission_id, device_id=device.id, index=signed.data,
+        index_signature=signed.signature, state="received",
+        received_at=Receipt.parse(receipt.data).received_at, receipt=receipt.data,
+        receipt_signature=receipt.signature,
+        parts=tuple(StoredPart(p.name, p.size, p.sha256) for p in index.parts))
+    try:
+        svc.meta.insert_submission(record, audit=AuditEvent(device.id, "submission_received",
+                                                            index.submission_id))
+    except Conflict:
+        # Another request won the race (or an index was stored meanwhile): answer as if
+        # it had come first; the stored receipt is the only one.
+        stored = svc.meta.get_submission(index.submission_id)
+        if stored is None:
+            raise
+        return _stored_reply(stored, signed)
+    return JSONResponse({"receipt": receipt.data.decode("utf-8"),
+                         "signature": receipt.signature}, status_code=201)
+
+
+@router.post(
+    "/submissions", status_code=201, response_model=ReceiptResponse,
+    responses={200: {"model": ReceiptResponse, "description": "the stored receipt (repeat)"},
+               **responses(400, 401, 403, 409, 413, 422, 507, parts=True)},
+    openapi_extra={"requestBody": {"required": True, "content": {
+        "application/json": {"schema": _REQUEST_SCHEMA}}}})
+async def post_submission(request: Request,
+                          device: DeviceDep) -> JSONResponse:
+    """Hand in the signed index; get the service's signed receipt."""
+    chunks = []
+    size = 0
+    try:
+        async for data in request.stream():
+            size += len(data)
+            if size > MAX_BODY:
+                raise ApiError(413, "too_large", "the body is too large for an index")
+            chunks.append(data)
+    except ClientDisconnect:
+        raise ApiError(400, "bad_index", "the body stopped before its end") from None
+    signed = _parse_body(b"".join(chunks))
+    return await run_in_threadpool(accept, central(request), device, signed)

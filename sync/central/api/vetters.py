@@ -1,0 +1,117 @@
+"""Vetter endpoints: the queue, and each part's ciphertext (with a single Range)."""
+
+from __future__ import annotations
+
+import logging
+import re
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel
+
+from sync.wire import is_part_name, is_submission_id
+
+from ..storage.base import AuditEvent
+from .auth import VetterDep, central
+from .errors import ApiError, responses
+
+log = logging.getLogger("central")
+router = APIRouter()
+_RANGE = re.compile(r"bytes=(\d{0,18})-(\d{0,18})")
+
+
+class QueuePart(BaseModel):
+    name: str
+    size: int
+    sha256: str
+
+
+class QueueEntry(BaseModel):
+    id: str
+    device_id: str
+    state: str
+    received_at: str
+    parts: list[QueuePart]
+
+
+class Queue(BaseModel):
+    submissions: list[QueueEntry]
+
+
+@router.get("/queue", response_model=Queue, responses=responses(401))
+def queue(request: Request, vetter: VetterDep) -> Queue:
+    """Every submission with its state and its parts."""
+    svc = central(request)
+    entries = [QueueEntry(id=s.id, device_id=s.device_id, state=s.state,
+                          received_at=s.received_at,
+                          parts=[QueuePart(name=p.name, size=p.size, sha256=p.sha256)
+                                 for p in s.parts])
+               for s in svc.meta.list_submissions()]
+    svc.meta.append_audit(AuditEvent(vetter.id, "queue_listed", "queue"))
+    return Queue(submissions=entries)
+
+
+def _byte_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """(start, end exclusive) of a single ``bytes=`` range; None means the whole part."""
+    if header is None:
+        return None
+    match = _RANGE.fullmatch(header.strip())
+    if match is None:
+        return None  # several ranges or another unit: RFC 9110 lets us send it all
+    first, last = match.groups()
+    if not first and not last:
+        return None
+    if not first:  # the last N bytes
+        count = int(last)
+        if count == 0:
+            raise _unsatisfiable(size)
+        return max(0, size - count), size
+    start = int(first)
+    end = size - 1 if not last else min(int(last), size - 1)
+    if start >= size or (last and int(last) < start):
+        raise _unsatisfiable(size)
+    return start, end + 1
+
+
+def _unsatisfiable(size: int) -> ApiError:
+    return ApiError(416, "range_not_satisfiable", "the range is outside the part",
+                    headers={"Content-Range": f"bytes */{size}"})
+
+
+@router.get(
+    "/submissions/{submission_id}/parts/{name}",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"application/octet-stream": {
+                   "schema": {"type": "string", "format": "binary"}}},
+                   "description": "the part's ciphertext"},
+               206: {"content": {"application/octet-stream": {
+                   "schema": {"type": "string", "format": "binary"}}},
+                   "description": "the requested byte range"},
+               **responses(401, 404, 416)})
+def part(submission_id: str, name: str, request: Request,
+         vetter: VetterDep) -> Response:
+    """One part's ciphertext, exactly as the device sealed it."""
+    svc = central(request)
+    if not is_submission_id(submission_id) or not is_part_name(name):
+        raise ApiError(404, "not_found", "no such part")
+    stored = svc.meta.get_submission(submission_id)
+    entry = next((p for p in stored.parts if p.name == name), None) if stored else None
+    if entry is None:
+        raise ApiError(404, "not_found", "no such part")
+    size = svc.blobs.part_size(submission_id, entry.sha256)
+    if size is None:
+        log.error("part_missing submission %s", submission_id)
+        raise ApiError(404, "not_found", "the part's bytes are missing on the service")
+    wanted = _byte_range(request.headers.get("range"), size)
+    svc.meta.append_audit(AuditEvent(vetter.id, "part_fetched", f"{submission_id}/{name}"))
+    headers = {"Accept-Ranges": "bytes", "Cache-Control": "no-store"}
+    if wanted is None:
+        headers["Content-Length"] = str(size)
+        return StreamingResponse(svc.blobs.read_part(submission_id, entry.sha256),
+                                 media_type="application/octet-stream", headers=headers)
+    start, end = wanted
+    headers["Content-Length"] = str(end - start)
+    headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
+    return StreamingResponse(svc.blobs.read_part(submission_id, entry.sha256, start, end),
+                             status_code=206, media_type="application/octet-stream",
+                             headers=headers)

@@ -1,0 +1,154 @@
+"""The service's data directory, its key, its settings, and the small secrets it makes.
+
+Shared by the CLI and the HTTP API, so both read and write the same things the same way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import re
+import secrets
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from sync.signing import SigningKey, VerifyKey, format_signing_key_file, parse_signing_key_file
+
+from .storage.file_blobs import FileBlobStore, fsync_dir
+from .storage.sqlite_meta import SqliteMetaStore
+
+DB_NAME = "central.sqlite"
+KEY_NAME = "service.key"
+TMP_DIR = "tmp"
+DEFAULT_MAX_UPLOAD = 2 * 1024**3
+DEFAULT_UPLOAD_EXPIRY = 7 * 86400.0
+DEFAULT_BODY_IDLE_TIMEOUT = 60.0
+#: A part blob no submission names is deleted at start-up once it is this old: younger
+#: ones may belong to a submission being inserted right now by another instance.
+PART_ORPHAN_GRACE = 3600.0
+#: Finished uploads that a stored submission already used are swept after this long.
+CONSUMED_UPLOAD_GRACE = 3600.0
+SWEEP_INTERVAL = 600.0
+
+# No 0/O, 1/I/L, so a code read aloud or copied by hand is typed right.
+CODE_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"
+_CODE = re.compile(rf"[{CODE_ALPHABET}]{{20}}")
+_DURATION = re.compile(r"(\d{1,6})([smhd])")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+class NotInitialised(Exception):
+    """The data directory was never made by ``central init``."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    max_upload_bytes: int = DEFAULT_MAX_UPLOAD
+    upload_expiry: float = DEFAULT_UPLOAD_EXPIRY
+    body_idle_timeout: float = DEFAULT_BODY_IDLE_TIMEOUT
+    sweep_interval: float = SWEEP_INTERVAL
+    bench_sink: bool = False
+
+
+def parse_duration(text: str) -> float:
+    """``30m``, ``24h``, ``7d``, ``90s`` -> seconds; ValueError otherwise."""
+    match = _DURATION.fullmatch(text.strip())
+    if not match or int(match.group(1)) == 0:
+        raise ValueError(f"not a duration like 30m, 24h or 7d: {text!r}")
+    return float(int(match.group(1)) * _UNITS[match.group(2)])
+
+
+def hash_secret(text: str) -> str:
+    """Tokens and codes are high-entropy, so a plain SHA-256 is the right store."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def make_enrol_code() -> str:
+    raw = "".join(secrets.choice(CODE_ALPHABET) for _ in range(20))
+    return "-".join(raw[i:i + 5] for i in range(0, 20, 5))
+
+
+def normalise_code(text: str) -> str | None:
+    """Upper case, dashes and spaces dropped; None if it cannot be a code."""
+    cleaned = text.replace("-", "").replace(" ", "").upper()
+    return cleaned if _CODE.fullmatch(cleaned) else None
+
+
+def make_device_token() -> str:
+    return "idrdev_" + secrets.token_urlsafe(32)
+
+
+def make_vetter_token() -> str:
+    return "idrvet_" + secrets.token_urlsafe(32)
+
+
+def make_device_id() -> str:
+    return "dev-" + secrets.token_hex(8)
+
+
+def _write_private(path: Path, text: str) -> None:
+    temp = path.with_name(f".{path.name}.tmp-{secrets.token_hex(4)}")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="ascii") as out:
+            out.write(text)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            temp.unlink()
+    fsync_dir(path.parent)
+
+
+def init(data_dir: Path) -> VerifyKey:
+    """Make (or leave as it is) a data directory; return the service's public key."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(data_dir, 0o700)
+    for sub in ("uploads", "parts", TMP_DIR):
+        (data_dir / sub).mkdir(exist_ok=True)
+    meta = SqliteMetaStore(data_dir / DB_NAME, create=True)
+    meta.close()
+    key_path = data_dir / KEY_NAME
+    if key_path.exists():
+        key = parse_signing_key_file(key_path.read_text(encoding="ascii"))
+    else:
+        key = SigningKey.generate()
+        _write_private(key_path, format_signing_key_file(key))
+    fsync_dir(data_dir)
+    return key.verify_key
+
+
+class Central:
+    """An opened data directory: metadata, blobs, the signing key and the settings."""
+
+    def __init__(self, data_dir: Path, settings: Settings | None = None) -> None:
+        db = data_dir / DB_NAME
+        key_path = data_dir / KEY_NAME
+        if not db.is_file() or not key_path.is_file():
+            raise NotInitialised(f"{data_dir} is not a central data directory:"
+                                 f" run `central init --data {data_dir}` first")
+        self.data_dir = data_dir
+        self.settings = settings or Settings()
+        # Opening with create=True also brings an older schema up to date.
+        self.meta = SqliteMetaStore(db, create=True)
+        self.blobs = FileBlobStore(data_dir)
+        self.key = parse_signing_key_file(key_path.read_text(encoding="ascii"))
+        self.tmp = data_dir / TMP_DIR
+        self.tmp.mkdir(exist_ok=True)
+
+    def clear_tmp(self) -> int:
+        """Remove spooled chunks a previous run left (never part of any upload)."""
+        count = 0
+        for entry in self.tmp.iterdir():
+            if entry.is_dir():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+            count += 1
+        return count
+
+    def close(self) -> None:
+        self.meta.close()

@@ -1,0 +1,328 @@
+"""The central service's storage interface: metadata and blobs, nothing else.
+
+The default deployment keeps both in one data directory (SQLite and files); the
+scale-out issue puts PostgreSQL behind :class:`MetaStore` and S3-compatible object
+storage behind :class:`BlobStore`. So the interface says only what both can honour:
+no file paths, no file handles, no "rename". Blob reads are iterators of bytes with an
+optional byte range; appends state the offset they expect.
+
+Durability words used below:
+
+* **durable** - survives a power cut once the method has returned (fsync on files,
+  a committed transaction with ``synchronous=FULL`` on SQLite).
+* **atomic** - a reader sees either the state before or the state after, never a mix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Protocol
+
+
+class StorageError(Exception):
+    """Base class of the errors a store raises on purpose."""
+
+
+class OffsetMismatch(StorageError):
+    """An append expected an offset the stored blob does not have (``actual`` is)."""
+
+    def __init__(self, actual: int) -> None:
+        super().__init__(f"stored upload has {actual} durable bytes")
+        self.actual = actual
+
+
+class BlobMissing(StorageError):
+    """The blob asked for does not exist."""
+
+
+class Conflict(StorageError):
+    """A uniqueness constraint refused the insert (e.g. a second submission per id)."""
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    """One audit entry to write; ``subject`` holds ids only, never names or bodies."""
+
+    actor: str
+    action: str
+    subject: str
+
+
+@dataclass(frozen=True)
+class Device:
+    id: str
+    name: str | None
+    public_key: str
+    enrolled_at: float
+    revoked_at: float | None
+    last_heartbeat_at: float | None
+    queue_depth: int | None
+    free_disk_bytes: int | None
+    app_version: str | None
+    last_error: str | None
+
+
+@dataclass(frozen=True)
+class Vetter:
+    id: str
+    name: str
+    created_at: float
+    revoked_at: float | None
+
+
+@dataclass(frozen=True)
+class Upload:
+    id: str
+    device_id: str
+    submission_id: str
+    part: str
+    length: int
+    offset: int
+    created_at: float
+    expires_at: float
+    finished_at: float | None
+    sha256: str | None
+
+
+@dataclass(frozen=True)
+class StoredPart:
+    name: str
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class StoredSubmission:
+    id: str
+    device_id: str
+    index: bytes
+    index_signature: str
+    state: str
+    received_at: str
+    receipt: bytes
+    receipt_signature: str
+    parts: tuple[StoredPart, ...]
+
+
+@dataclass(frozen=True)
+class AuditRow:
+    seq: int
+    at: str
+    actor: str
+    action: str
+    subject: str
+    prev_hash: str
+    hash: str
+
+
+class MetaStore(Protocol):
+    """Devices, codes, vetters, uploads, submissions, receipts and the audit log.
+
+    Every write method is durable and atomic when it returns (one transaction). Where a
+    method takes ``audit=``, the audit entry is written in that same transaction, so an
+    action and its audit line exist together or not at all. Uniqueness (one submission
+    per id, one receipt per submission, one device per token) is enforced by the store's
+    constraints, never by the caller checking first.
+    """
+
+    # -- meta ---------------------------------------------------------------------
+    def get_meta(self, key: str) -> str | None:
+        """The value stored under ``key``, or None."""
+        ...
+
+    def set_meta(self, key: str, value: str) -> None:
+        """Durably store ``value`` under ``key`` (insert or replace)."""
+        ...
+
+    # -- enrolment codes and devices -----------------------------------------------
+    def add_enrol_code(self, code_hash: str, name: str | None, created_at: float,
+                       expires_at: float, *, audit: AuditEvent | None = None) -> int:
+        """Durably store a one-time code (only its hash); return its row id."""
+        ...
+
+    def enrol_device(self, code_hash: str, now: float, device_id: str, public_key: str,
+                     token_hash: str, *, audit: AuditEvent | None = None) -> bool:
+        """Redeem the code and insert the device in one transaction.
+
+        The code is taken with one conditional update (unused, unexpired), so two
+        requests with one code can never both win. Return False if the code was
+        wrong, expired or already used (nothing is written then).
+        """
+        ...
+
+    def device_by_token(self, token_hash: str) -> Device | None:
+        """The device (revoked or not) whose token hashes to ``token_hash``."""
+        ...
+
+    def get_device(self, device_id: str) -> Device | None:
+        ...
+
+    def list_devices(self) -> list[Device]:
+        ...
+
+    def revoke_device(self, device_id: str, now: float, *,
+                      audit: AuditEvent | None = None) -> bool:
+        """Durably mark the device revoked; False if there is no such device."""
+        ...
+
+    def record_heartbeat(self, device_id: str, now: float, queue_depth: int,
+                         free_disk_bytes: int | None, app_version: str,
+                         last_error: str | None) -> None:
+        """Durably store the latest heartbeat (only the latest is kept)."""
+        ...
+
+    # -- vetters --------------------------------------------------------------------
+    def add_vetter(self, vetter_id: str, name: str, token_hash: str, now: float, *,
+                   audit: AuditEvent | None = None) -> None:
+        ...
+
+    def vetter_by_token(self, token_hash: str) -> Vetter | None:
+        ...
+
+    # -- uploads ----------------------------------------------------------------------
+    def create_upload(self, upload: Upload, *, audit: AuditEvent | None = None) -> None:
+        """Durably insert a new upload row (offset 0); Conflict if the id exists."""
+        ...
+
+    def get_upload(self, upload_id: str) -> Upload | None:
+        ...
+
+    def list_uploads(self) -> list[Upload]:
+        """Every upload row (start-up reconciliation and the expiry sweep)."""
+        ...
+
+    def set_upload_offset(self, upload_id: str, offset: int) -> None:
+        """Durably record the committed offset. Call only after the bytes are durable."""
+        ...
+
+    def reset_upload(self, upload_id: str) -> None:
+        """Durably set the offset back to 0 and clear "finished" (reconciliation)."""
+        ...
+
+    def finish_upload(self, upload_id: str, sha256: str, now: float, *,
+                      audit: AuditEvent | None = None) -> None:
+        """Durably mark the upload complete with the SHA-256 of its stored bytes."""
+        ...
+
+    def delete_upload(self, upload_id: str, *, audit: AuditEvent | None = None) -> bool:
+        """Durably delete the row; False if it did not exist."""
+        ...
+
+    def finished_upload_for(self, device_id: str, submission_id: str, part: str, size: int,
+                            sha256: str) -> Upload | None:
+        """A finished upload of this device matching the part exactly, if any."""
+        ...
+
+    def try_lock_upload(self, upload_id: str) -> bool:
+        """Take the upload's lock without waiting; False if someone holds it.
+
+        Process-local on SQLite (one ``serve`` per data directory); PostgreSQL would use
+        advisory locks so that any instance can continue any upload.
+        """
+        ...
+
+    def unlock_upload(self, upload_id: str) -> None:
+        ...
+
+    # -- submissions -------------------------------------------------------------------
+    def insert_submission(self, submission: StoredSubmission, *,
+                          audit: AuditEvent | None = None) -> None:
+        """Insert the submission, its parts and its receipt in one transaction.
+
+        Raise :class:`Conflict` (and write nothing) if a submission with this id exists:
+        the UNIQUE constraint decides, so concurrent inserts cannot both succeed.
+        """
+        ...
+
+    def get_submission(self, submission_id: str) -> StoredSubmission | None:
+        ...
+
+    def list_submissions(self) -> list[StoredSubmission]:
+        """All submissions, oldest first (the vetting queue)."""
+        ...
+
+    # -- audit -------------------------------------------------------------------------
+    def append_audit(self, event: AuditEvent) -> None:
+        """Durably append one hash-chained entry (for reads that change nothing else)."""
+        ...
+
+    def audit_rows(self) -> Iterator[AuditRow]:
+        """Every audit row in ``seq`` order."""
+        ...
+
+    def close(self) -> None:
+        ...
+
+
+class BlobStore(Protocol):
+    """Upload bodies and submission parts, as opaque bytes.
+
+    Keys are the ids the service makes (32-hex upload ids, UUIDv7 submission ids,
+    SHA-256 hex), never anything a client chose.
+    """
+
+    # -- upload bodies, which grow by appends --------------------------------------------
+    def create_upload(self, upload_id: str) -> None:
+        """Durably create an empty upload blob (replacing any leftover of that id)."""
+        ...
+
+    def upload_size(self, upload_id: str) -> int | None:
+        """Bytes currently stored for the upload (may exceed the committed offset after a
+        crash), or None if there is no such blob."""
+        ...
+
+    def append_upload(self, upload_id: str, expected_offset: int,
+                      chunks: Iterable[bytes]) -> int:
+        """Append ``chunks`` at ``expected_offset``; return the new durable size.
+
+        Bytes past ``expected_offset`` from an earlier failed append are dropped first.
+        If fewer than ``expected_offset`` bytes are stored, raise :class:`OffsetMismatch`.
+        If anything fails (the chunk source raises, the disk is full), the blob is cut
+        back to ``expected_offset`` and the error re-raised: nothing past the durable
+        offset is left. On return every appended byte is durable.
+        """
+        ...
+
+    def truncate_upload(self, upload_id: str, size: int) -> None:
+        """Durably cut the upload blob back to ``size`` bytes (reconciliation)."""
+        ...
+
+    def read_upload(self, upload_id: str, start: int = 0,
+                    end: int | None = None) -> Iterator[bytes]:
+        """The bytes ``[start, end)`` of the upload blob (BlobMissing if absent)."""
+        ...
+
+    def delete_upload(self, upload_id: str) -> None:
+        """Durably delete the upload blob; no error if it is already gone."""
+        ...
+
+    def list_uploads(self) -> list[str]:
+        """Ids of every upload blob."""
+        ...
+
+    # -- submission parts, written once, content-addressed -------------------------------
+    def put_part_from_upload(self, upload_id: str, submission_id: str, sha256: str) -> None:
+        """Durably store the upload's bytes as part ``(submission_id, sha256)``.
+
+        All or nothing: a reader never sees a partial part. The bytes are hashed while
+        copied; if they do not hash to ``sha256`` nothing is stored and
+        :class:`StorageError` is raised. A part that already exists is left as it is
+        (same key, same content).
+        """
+        ...
+
+    def part_size(self, submission_id: str, sha256: str) -> int | None:
+        ...
+
+    def read_part(self, submission_id: str, sha256: str, start: int = 0,
+                  end: int | None = None) -> Iterator[bytes]:
+        """The bytes ``[start, end)`` of the part (BlobMissing if absent)."""
+        ...
+
+    def list_parts(self) -> list[tuple[str, str, float]]:
+        """(submission_id, sha256, last-modified unix time) of every stored part."""
+        ...
+
+    def delete_part(self, submission_id: str, sha256: str) -> None:
+        ...

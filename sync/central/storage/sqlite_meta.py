@@ -1,0 +1,375 @@
+"""Metadata in one SQLite database (sqlite-utils), WAL with ``synchronous=FULL``.
+
+Each thread has its own connection (the API runs handlers in a thread pool); writes are
+``BEGIN IMMEDIATE`` transactions, so the audit chain's "read the last hash, append" is
+never raced by another writer, in this process or in a ``central`` command run beside it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import sqlite3
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from .audit_chain import GENESIS, entry_hash, utc_now_text
+from .base import (
+    AuditEvent,
+    AuditRow,
+    Conflict,
+    Device,
+    StoredPart,
+    StoredSubmission,
+    Upload,
+    Vetter,
+)
+
+SCHEMA_VERSION = 2
+
+
+def _create_schema(db: sqlite_utils.Database) -> None:
+    db["meta"].create({"key": str, "value": str}, pk="key", if_not_exists=True)
+    db["enrol_codes"].create(
+        {"id": int, "code_hash": str, "name": str, "created_at": float, "expires_at": float,
+         "used_at": float, "device_id": str},
+        pk="id", not_null={"code_hash", "created_at", "expires_at"}, if_not_exists=True)
+    db.execute("CREATE UNIQUE INDEX IF NOT EXISTS enrol_codes_hash ON enrol_codes(code_hash)")
+    db["devices"].create(
+        {"id": str, "name": str, "public_key": str, "token_hash": str, "enrolled_at": float,
+         "revoked_at": float, "last_heartbeat_at": float, "queue_depth": int,
+         "free_disk_bytes": int, "app_version": str, "last_error": str},
+        pk="id", not_null={"public_key", "token_hash", "enrolled_at"}, if_not_exists=True)
+    db.execute("CREATE UNIQUE INDEX IF NOT EXISTS devices_token ON devices(token_hash)")
+    db["vetters"].create(
+        {"id": str, "name": str, "token_hash": str, "created_at": float, "revoked_at": float},
+        pk="id", not_null={"name", "token_hash", "created_at"}, if_not_exists=True)
+    db.execute("CREATE UNIQUE INDEX IF NOT EXISTS vetters_token ON vetters(token_hash)")
+    db["uploads"].create(
+        {"id": str, "device_id": str, "submission_id": str, "part": str, "length": int,
+         "offset": int, "created_at": float, "expires_at": float, "finished_at": float,
+         "sha256": str},
+        pk="id", not_null={"device_id", "submission_id", "part", "length", "offset",
+                           "created_at", "expires_at"}, if_not_exists=True)
+    db.execute("CREATE INDEX IF NOT EXISTS uploads_part ON uploads"
+               "(device_id, submission_id, part)")
+    db["submissions"].create(
+        {"id": str, "device_id": str, "index_text": bytes, "index_sha256": str,
+         "index_signature": str, "state": str, "received_at": str},
+        pk="id", not_null={"device_id", "index_text", "index_sha256", "index_signature",
+                           "state", "received_at"}, if_not_exists=True)
+    db["submission_parts"].create(
+        {"submission_id": str, "name": str, "size": int, "sha256": str},
+        pk=("submission_id", "name"), not_null={"size", "sha256"},
+        foreign_keys=[("submission_id", "submissions", "id")], if_not_exists=True)
+    db["receipts"].create(
+        {"submission_id": str, "receipt": bytes, "signature": str},
+        pk="submission_id", not_null={"receipt", "signature"},
+        foreign_keys=[("submission_id", "submissions", "id")], if_not_exists=True)
+    db["audit"].create(
+        {"seq": int, "at": str, "actor": str, "action": str, "subject": str,
+         "prev_hash": str, "hash": str},
+        pk="seq", not_null={"at", "actor", "action", "subject", "prev_hash", "hash"},
+        if_not_exists=True)
+
+
+def _device(row: sqlite3.Row | None) -> Device | None:
+    if row is None:
+        return None
+    return Device(row["id"], row["name"], row["public_key"], row["enrolled_at"],
+                  row["revoked_at"], row["last_heartbeat_at"], row["queue_depth"],
+                  row["free_disk_bytes"], row["app_version"], row["last_error"])
+
+
+def _upload(row: sqlite3.Row | None) -> Upload | None:
+    if row is None:
+        return None
+    return Upload(row["id"], row["device_id"], row["submission_id"], row["part"],
+                  row["length"], row["offset"], row["created_at"], row["expires_at"],
+                  row["finished_at"], row["sha256"])
+
+
+class SqliteMetaStore:
+    """:class:`~.base.MetaStore` in one SQLite file."""
+
+    def __init__(self, path: Path, *, create: bool = False) -> None:
+        self.path = path
+        self._local = threading.local()
+        self._locks: set[str] = set()
+        self._locks_guard = threading.Lock()
+        self._all: list[sqlite3.Connection] = []
+        if create:
+            conn = self._conn()
+            conn.execute("PRAGMA journal_mode=WAL")
+            _create_schema(sqlite_utils.Database(conn))
+            with self._tx() as c:
+                c.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)",
+                          (str(SCHEMA_VERSION),))
+
+    # -- connections and transactions ----------------------------------------------------
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None,
+                                   check_same_thread=False)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            # An acknowledged upload or receipt must survive a power cut.
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            self._local.conn = conn
+            with self._locks_guard:
+                self._all.append(conn)
+        return conn
+
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def _one(self, sql: str, args: tuple[Any, ...] = ()) -> sqlite3.Row | None:
+        row: sqlite3.Row | None = self._conn().execute(sql, args).fetchone()
+        return row
+
+    def _audit(self, conn: sqlite3.Connection, event: AuditEvent | None) -> None:
+        if event is None:
+            return
+        last = conn.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+        seq = 1 if last is None else last["seq"] + 1
+        prev = GENESIS if last is None else last["hash"]
+        at = utc_now_text()
+        digest = entry_hash(seq, at, event.actor, event.action, event.subject, prev)
+        conn.execute("INSERT INTO audit(seq, at, actor, action, subject, prev_hash, hash)"
+                     " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                     (seq, at, event.actor, event.action, event.subject, prev, digest))
+        # The head is kept apart too, so that dropping the newest entries is seen as well.
+        conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('audit_head', ?)",
+                     (f"{seq}:{digest}",))
+
+    def close(self) -> None:
+        with self._locks_guard:
+            conns, self._all = self._all, []
+        for conn in conns:
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()
+        self._local = threading.local()
+
+    # -- meta ---------------------------------------------------------------------------
+    def get_meta(self, key: str) -> str | None:
+        row = self._one("SELECT value FROM meta WHERE key = ?", (key,))
+        return None if row is None else str(row["value"])
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self._tx() as conn:
+            conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
+
+    # -- enrolment and devices -------------------------------------------------------------
+    def add_enrol_code(self, code_hash: str, name: str | None, created_at: float,
+                       expires_at: float, *, audit: AuditEvent | None = None) -> int:
+        with self._tx() as conn:
+            try:
+                cur = conn.execute(
+                    "INSERT INTO enrol_codes(code_hash, name, created_at, expires_at)"
+                    " VALUES (?, ?, ?, ?)", (code_hash, name, created_at, expires_at))
+            except sqlite3.IntegrityError:
+                raise Conflict("enrolment code exists") from None
+            row_id = int(cur.lastrowid or 0)
+            self._audit(conn, audit and AuditEvent(audit.actor, audit.action,
+                                                   f"code-{row_id}"))
+        return row_id
+
+    def enrol_device(self, code_hash: str, now: float, device_id: str, public_key: str,
+                     token_hash: str, *, audit: AuditEvent | None = None) -> bool:
+        with self._tx() as conn:
+            # One conditional UPDATE: the code is taken by exactly one request.
+            taken = conn.execute(
+                "UPDATE enrol_codes SET used_at = ?, device_id = ?"
+                " WHERE code_hash = ? AND used_at IS NULL AND expires_at > ?"
+                " RETURNING name", (now, device_id, code_hash, now)).fetchone()
+            if taken is None:
+                return False
+            conn.execute("INSERT INTO devices(id, name, public_key, token_hash, enrolled_at)"
+                         " VALUES (?, ?, ?, ?, ?)",
+                         (device_id, taken["name"], public_key, token_hash, now))
+            self._audit(conn, audit)
+        return True
+
+    def device_by_token(self, token_hash: str) -> Device | None:
+        return _device(self._one("SELECT * FROM devices WHERE token_hash = ?", (token_hash,)))
+
+    def get_device(self, device_id: str) -> Device | None:
+        return _device(self._one("SELECT * FROM devices WHERE id = ?", (device_id,)))
+
+    def list_devices(self) -> list[Device]:
+        rows = self._conn().execute("SELECT * FROM devices ORDER BY enrolled_at, id")
+        return [d for d in map(_device, rows) if d is not None]
+
+    def revoke_device(self, device_id: str, now: float, *,
+                      audit: AuditEvent | None = None) -> bool:
+        with self._tx() as conn:
+            cur = conn.execute("UPDATE devices SET revoked_at = COALESCE(revoked_at, ?)"
+                               " WHERE id = ?", (now, device_id))
+            if cur.rowcount == 0:
+                return False
+            self._audit(conn, audit)
+        return True
+
+    def record_heartbeat(self, device_id: str, now: float, queue_depth: int,
+                         free_disk_bytes: int | None, app_version: str,
+                         last_error: str | None) -> None:
+        with self._tx() as conn:
+            conn.execute("UPDATE devices SET last_heartbeat_at = ?, queue_depth = ?,"
+                         " free_disk_bytes = ?, app_version = ?, last_error = ? WHERE id = ?",
+                         (now, queue_depth, free_disk_bytes, app_version, last_error,
+                          device_id))
+
+    # -- vetters -----------------------------------------------------------------------------
+    def add_vetter(self, vetter_id: str, name: str, token_hash: str, now: float, *,
+                   audit: AuditEvent | None = None) -> None:
+        with self._tx() as conn:
+            try:
+                conn.execute("INSERT INTO vetters(id, name, token_hash, created_at)"
+                             " VALUES (?, ?, ?, ?)", (vetter_id, name, token_hash, now))
+            except sqlite3.IntegrityError:
+                raise Conflict("vetter exists") from None
+            self._audit(conn, audit)
+
+    def vetter_by_token(self, token_hash: str) -> Vetter | None:
+        row = self._one("SELECT * FROM vetters WHERE token_hash = ?", (token_hash,))
+        if row is None:
+            return None
+        return Vetter(row["id"], row["name"], row["created_at"], row["revoked_at"])
+
+    # -- uploads --------------------------------------------------------------------------
+    def create_upload(self, upload: Upload, *, audit: AuditEvent | None = None) -> None:
+        with self._tx() as conn:
+            try:
+                conn.execute(
+                    "INSERT INTO uploads(id, device_id, submission_id, part, length, offset,"
+                    " created_at, expires_at, finished_at, sha256)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (upload.id, upload.device_id, upload.submission_id, upload.part,
+                     upload.length, upload.offset, upload.created_at, upload.expires_at,
+                     upload.finished_at, upload.sha256))
+            except sqlite3.IntegrityError:
+                raise Conflict("upload exists") from None
+            self._audit(conn, audit)
+
+    def get_upload(self, upload_id: str) -> Upload | None:
+        return _upload(self._one("SELECT * FROM uploads WHERE id = ?", (upload_id,)))
+
+    def list_uploads(self) -> list[Upload]:
+        rows = self._conn().execute("SELECT * FROM uploads ORDER BY created_at, id")
+        return [u for u in map(_upload, rows) if u is not None]
+
+    def set_upload_offset(self, upload_id: str, offset: int) -> None:
+        with self._tx() as conn:
+            conn.execute("UPDATE uploads SET offset = ? WHERE id = ?", (offset, upload_id))
+
+    def reset_upload(self, upload_id: str) -> None:
+        with self._tx() as conn:
+            conn.execute("UPDATE uploads SET offset = 0, finished_at = NULL, sha256 = NULL"
+                         " WHERE id = ?", (upload_id,))
+
+    def finish_upload(self, upload_id: str, sha256: str, now: float, *,
+                      audit: AuditEvent | None = None) -> None:
+        with self._tx() as conn:
+            conn.execute("UPDATE uploads SET finished_at = ?, sha256 = ? WHERE id = ?",
+                         (now, sha256, upload_id))
+            self._audit(conn, audit)
+
+    def delete_upload(self, upload_id: str, *, audit: AuditEvent | None = None) -> bool:
+        with self._tx() as conn:
+            cur = conn.execute("DELETE FROM uploads WHERE id = ?", (upload_id,))
+            if cur.rowcount == 0:
+                return False
+            self._audit(conn, audit)
+        return True
+
+    def finished_upload_for(self, device_id: str, submission_id: str, part: str, size: int,
+                            sha256: str) -> Upload | None:
+        return _upload(self._one(
+            "SELECT * FROM uploads WHERE device_id = ? AND submission_id = ? AND part = ?"
+            " AND length = ? AND offset = length AND sha256 = ? AND finished_at IS NOT NULL"
+            " ORDER BY finished_at DESC LIMIT 1",
+            (device_id, submission_id, part, size, sha256)))
+
+    def try_lock_upload(self, upload_id: str) -> bool:
+        with self._locks_guard:
+            if upload_id in self._locks:
+                return False
+            self._locks.add(upload_id)
+            return True
+
+    def unlock_upload(self, upload_id: str) -> None:
+        with self._locks_guard:
+            self._locks.discard(upload_id)
+
+    # -- submissions -----------------------------------------------------------------------
+    def insert_submission(self, submission: StoredSubmission, *,
+                          audit: AuditEvent | None = None) -> None:
+        with self._tx() as conn:
+            try:
+                # No "SELECT first": the primary key decides between concurrent inserts.
+                conn.execute(
+                    "INSERT INTO submissions(id, device_id, index_text, index_sha256,"
+                    " index_signature, state, received_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (submission.id, submission.device_id, submission.index,
+                     _sha256(submission.index), submission.index_signature, submission.state,
+                     submission.received_at))
+            except sqlite3.IntegrityError:
+                raise Conflict("a submission with this id exists") from None
+            conn.executemany(
+                "INSERT INTO submission_parts(submission_id, name, size, sha256)"
+                " VALUES (?, ?, ?, ?)",
+                [(submission.id, p.name, p.size, p.sha256) for p in submission.parts])
+            conn.execute("INSERT INTO receipts(submission_id, receipt, signature)"
+                         " VALUES (?, ?, ?)",
+                         (submission.id, submission.receipt, submission.receipt_signature))
+            self._audit(conn, audit)
+
+    def _submission(self, row: sqlite3.Row) -> StoredSubmission:
+        parts = tuple(StoredPart(p["name"], p["size"], p["sha256"]) for p in self._conn().execute(
+            "SELECT name, size, sha256 FROM submission_parts WHERE submission_id = ?"
+            " ORDER BY name", (row["id"],)))
+        receipt = self._one("SELECT receipt, signature FROM receipts WHERE submission_id = ?",
+                            (row["id"],))
+        return StoredSubmission(
+            row["id"], row["device_id"], bytes(row["index_text"]), row["index_signature"],
+            row["state"], row["received_at"], bytes(receipt["receipt"]) if receipt else b"",
+            receipt["signature"] if receipt else "", parts)
+
+    def get_submission(self, submission_id: str) -> StoredSubmission | None:
+        row = self._one("SELECT * FROM submissions WHERE id = ?", (submission_id,))
+        return None if row is None else self._submission(row)
+
+    def list_submissions(self) -> list[StoredSubmission]:
+        rows = self._conn().execute("SELECT * FROM submissions ORDER BY received_at, id")
+        return [self._submission(r) for r in rows.fetchall()]
+
+    # -- audit ----------------------------------------------------------------------------------
+    def append_audit(self, event: AuditEvent) -> None:
+        with self._tx() as conn:
+            self._audit(conn, event)
+
+    def audit_rows(self) -> Iterator[AuditRow]:
+        for row in self._conn().execute("SELECT * FROM audit ORDER BY seq").fetchall():
+            yield AuditRow(row["seq"], row["at"], row["actor"], row["action"], row["subject"],
+                           row["prev_hash"], row["hash"])
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+__all__ = ["SCHEMA_VERSION", "SqliteMetaStore"]

@@ -1,0 +1,254 @@
+"""A real ``central serve`` process on loopback, for tests that need the service.
+
+``CentralService(data_dir)`` runs ``central init``, picks a free port, starts ``central
+serve`` (stderr to a log file in the data dir's parent) and waits for ``/api/v1/health``.
+``enrol_code()`` and ``vetter_token()`` use the CLI, as staff would, and read its last
+line. ``kill()`` is SIGKILL (a crash); ``restart()`` comes back on the same port.
+
+Fixtures for conftest: ``central`` (function-scoped, a fresh data dir under tmp_path).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from sync.signing import SigningKey
+
+REPO = Path(__file__).resolve().parents[2]
+CENTRAL = [sys.executable, "-m", "sync.central"]
+
+
+class CentralError(Exception):
+    pass
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"]
+                                     if env.get("PYTHONPATH") else "")
+    env.update(extra or {})
+    return env
+
+
+class CentralService:
+    """``central serve`` as a subprocess. Use as a context manager or call ``stop()``."""
+
+    def __init__(self, data_dir: Path, *, port: int | None = None,
+                 serve_args: list[str] | None = None, env: dict[str, str] | None = None,
+                 start: bool = True, timeout: float = 30.0) -> None:
+        self.data_dir = Path(data_dir)
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.serve_args = list(serve_args or [])
+        self.extra_env = dict(env or {})
+        self.timeout = timeout
+        self.log_path = self.data_dir.parent / f"{self.data_dir.name}-serve.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.init_output = self.cli("init")
+        self.service_key = self.init_output.strip().splitlines()[-1]
+        if start:
+            self.start()
+
+    # -- CLI -----------------------------------------------------------------------------
+    def cli(self, *args: str, check: bool = True) -> str:
+        """Run ``central <args> --data DIR``; return stdout (CentralError if it fails)."""
+        argv = list(args)
+        # --data belongs to the (sub)subcommand: put it after the words, before positionals
+        # like the vetter's name; argparse accepts it anywhere after the subcommand words.
+        done = subprocess.run([*CENTRAL, *argv, "--data", str(self.data_dir)],
+                              capture_output=True, text=True, timeout=60, env=_env(),
+                              cwd=REPO)
+        if check and done.returncode != 0:
+            raise CentralError(f"central {' '.join(args[:2])} exited {done.returncode}:"
+                               f" {done.stderr.strip()}")
+        return done.stdout
+
+    def enrol_code(self, name: str | None = None, expires: str = "1h") -> str:
+        args = ["enrol-code", "--expires", expires]
+        if name is not None:
+            args += ["--name", name]
+        return self.cli(*args).strip().splitlines()[-1]
+
+    def vetter_token(self, name: str = "vetter") -> str:
+        return self.cli("vetter", "add", name).strip().splitlines()[-1]
+
+    def enrol_device(self, name: str | None = None) -> tuple[str, str, SigningKey]:
+        """Enrol a fresh device key over HTTP: (device_id, token, signing key)."""
+        key = SigningKey.generate()
+        reply = httpx.post(f"{self.url}/api/v1/devices/enrol", timeout=10,
+                           json={"code": self.enrol_code(name), "public_key": str(key.verify_key)})
+        if reply.status_code != 201:
+            raise CentralError(f"enrol answered {reply.status_code}: {reply.text}")
+        body = reply.json()
+        return body["device_id"], body["token"], key
+
+    # -- process -----------------------------------------------------------------------------
+    def start(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            raise CentralError("already running")
+        log = self.log_path.open("ab")
+        try:
+            self.proc = subprocess.Popen(
+                [*CENTRAL, "serve", "--data", str(self.data_dir), "--port", str(self.port),
+                 *self.serve_args],
+                stdout=log, stderr=subprocess.STDOUT, env=_env(self.extra_env), cwd=REPO)
+        finally:
+            log.close()
+        self.wait_healthy()
+
+    def wait_healthy(self) -> None:
+        deadline = time.monotonic() + self.timeout
+        while True:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise CentralError(f"central serve exited {self.proc.returncode}:\n"
+                                   + self.log_text()[-2000:])
+            try:
+                reply = httpx.get(f"{self.url}/api/v1/health", timeout=2)
+                if reply.status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise CentralError("central serve did not answer in time:\n"
+                                   + self.log_text()[-2000:])
+            time.sleep(0.05)
+
+    @property
+    def pid(self) -> int | None:
+        return None if self.proc is None else self.proc.pid
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL: what a power cut or an OOM kill looks like to the service."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+    def restart(self, *, kill: bool = False) -> None:
+        """Stop (or kill) and start again on the same port."""
+        self.kill() if kill else self.stop()
+        deadline = time.monotonic() + 10
+        while True:  # the old socket may linger a moment
+            try:
+                with socket.socket() as s:
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                    s.bind(("127.0.0.1", self.port))
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        self.start()
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def __enter__(self) -> CentralService:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+@pytest.fixture
+def central(tmp_path: Path) -> Iterator[CentralService]:
+    """A fresh ``central serve`` on loopback, stopped after the test."""
+    service = CentralService(tmp_path / "central")
+    try:
+        yield service
+    finally:
+        service.stop()
+
+
+# -- helpers for tests that talk to the service (over loopback or in-process) ------------
+
+def tus_headers(token: str, **extra: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}", "Tus-Resumable": "1.0.0", **extra}
+
+
+def tus_upload(client: httpx.Client, token: str, submission_id: str, part: str, data: bytes,
+               *, chunk: int = 256 * 1024, base: str = "", checksum: bool = True) -> str:
+    """Create an upload and PATCH ``data`` in chunks; return its path (``Location``)."""
+    import hashlib
+
+    from sync.wire import checksum_header, encode_metadata
+
+    reply = client.post(f"{base}/api/v1/uploads/", headers=tus_headers(
+        token, **{"Upload-Length": str(len(data)), "Upload-Metadata": encode_metadata(
+            {"submission_id": submission_id, "part": part})}))
+    if reply.status_code != 201:
+        raise CentralError(f"tus create answered {reply.status_code}: {reply.text}")
+    location = reply.headers["location"]
+    offset = 0
+    while offset < len(data):
+        body = data[offset:offset + chunk]
+        extra = {"Content-Type": "application/offset+octet-stream",
+                 "Upload-Offset": str(offset)}
+        if checksum:
+            extra["Upload-Checksum"] = checksum_header("sha256", hashlib.sha256(body).digest())
+        reply = client.patch(f"{base}{location}", content=body,
+                             headers=tus_headers(token, **extra))
+        if reply.status_code != 204:
+            raise CentralError(f"tus patch answered {reply.status_code}: {reply.text}")
+        offset = int(reply.headers["upload-offset"])
+    return location
+
+
+def signed_index(key: SigningKey, device_id: str, submission_id: str,
+                 parts: dict[str, bytes]) -> Any:
+    """The device-signed index for these parts (a ``SignedDocument``)."""
+    import hashlib
+
+    from sync.wire import PartEntry, SubmissionIndex
+
+    entries = [PartEntry(name, len(data), hashlib.sha256(data).hexdigest())
+               for name, data in parts.items()]
+    return SubmissionIndex.build(submission_id=submission_id, device_id=device_id,
+                                 recipients_version=0, parts=entries).sign(key)
+
+
+def index_body(signed: Any) -> dict[str, str]:
+    return {"index": signed.data.decode("utf-8"), "signature": signed.signature}
+
+
+def new_submission_id() -> str:
+    """A UUIDv7 text, as kiosks make them."""
+    import secrets
+    import uuid
+
+    raw = bytearray(int(time.time() * 1000).to_bytes(6, "big") + secrets.token_bytes(10))
+    raw[6] = (raw[6] & 0x0F) | 0x70
+    raw[8] = (raw[8] & 0x3F) | 0x80
+    return str(uuid.UUID(bytes=bytes(raw)))
