@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.harness.central import central  # noqa: F401  (a real service on loopback)
 from tests.harness.display import VirtualDisplay
 from tests.harness.kiosk_app import KioskProcess
 from tests.harness.pulse import VirtualAudio
