@@ -46,7 +46,7 @@ def run_app(cfg: KioskConfig, *, screenshot: Path | None = None,
     # Before any screen shows: whatever a crash or a power cut left of an unsubmitted
     # session (sealed parts, .part files) is deleted, as DESIGN.md's start-up rule says.
     store = Store.in_data_dir(cfg.data_dir)
-    sweep(cfg.data_dir, store)
+    sweep(cfg.data_dir, store, retention_days=cfg.sync.retention_days)
     _prepare_kivy_environment(cfg)
     from kivy.config import Config
 

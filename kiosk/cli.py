@@ -1,5 +1,5 @@
 """The ``kiosk`` command: ``run`` (the default), ``walkthrough``, ``status``,
-``check-audio`` and ``set-pin``."""
+``check-audio``, ``set-pin``, ``enrol`` and ``sync --once``."""
 
 from __future__ import annotations
 
@@ -47,7 +47,133 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("demo-stories", help="make, sign and install the demo stories; pins the"
                    " demo publishing key in the config file")
     sub.add_parser("set-pin", help="set the staff PIN (asked twice) in the config file")
+    enrol = sub.add_parser("enrol", help="enrol this kiosk with the central service (a"
+                           " one-time code from `central enrol-code`)")
+    enrol.add_argument("--server", metavar="URL", required=True,
+                       help="the central service, e.g. https://vetting.example.org")
+    enrol.add_argument("--code", metavar="CODE", required=True, help="the one-time code")
+    enrol.add_argument("--force", action="store_true",
+                       help="replace this kiosk's existing enrolment")
+    sync = sub.add_parser("sync", help="send the sealed submissions to the central service")
+    sync.add_argument("--once", action="store_true",
+                      help="one pass, then exit (0: nothing pending; 1: something still"
+                           " pending or an error; 2: not enrolled, revoked or bad config)")
     return parser
+
+
+def _enrol(cfg: config_mod.KioskConfig, args: argparse.Namespace) -> int:
+    from sync.client.enrol import EnrolFailed, EnrolRefused
+
+    from .device import AlreadyEnrolled, enrol_device
+    from .sync_runner import timeouts_of
+    from .vault.store import Store
+
+    try:
+        enrolment = enrol_device(cfg.data_dir, server_url=args.server, code=args.code,
+                                 force=args.force, timeouts=timeouts_of(cfg))
+    except AlreadyEnrolled:
+        print("kiosk enrol: this kiosk is already enrolled; use --force to replace its"
+              " enrolment", file=sys.stderr)
+        return 2
+    except EnrolRefused:
+        logs.event(log, "enrol_refused")
+        print("kiosk enrol: the central service refused the code (wrong, expired or"
+              " already used); ask for a new one", file=sys.stderr)
+        return 2
+    except EnrolFailed as exc:
+        logs.event(log, "enrol_failed", error=exc.code)
+        print(f"kiosk enrol: enrolment failed ({exc.code}); is {args.server} the central"
+              " service, and reachable?", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        print(f"kiosk enrol: {exc}", file=sys.stderr)
+        return 2
+    # Upload URLs of an earlier enrolment belong to the old device, not this one.
+    store = Store.in_data_dir(cfg.data_dir)
+    try:
+        store.forget_all_upload_urls()
+    finally:
+        store.close()
+    logs.event(log, "enrolled", device=enrolment.device_id)
+    print(f"enrolled as {enrolment.device_id} with {enrolment.server_url}")
+    print(f"service key pinned: {enrolment.service_key}")
+    return 0
+
+
+class _Bar:
+    """A one-line progress bar on a terminal; plain lines (one per submission) else."""
+
+    def __init__(self, stream: object) -> None:
+        self.stream = stream
+        self.tty = bool(getattr(stream, "isatty", lambda: False)())
+        self._last_done = -1
+        self._drawn = False
+
+    def __call__(self, p: object) -> None:
+        from .status import human_bytes
+        from .sync_runner import SyncProgress
+
+        assert isinstance(p, SyncProgress)
+        out = self.stream
+        if self.tty:
+            if p.phase != "upload" or not p.total:
+                return
+            width = 30
+            share = p.sent_bytes / p.total_bytes if p.total_bytes else 1.0
+            filled = int(width * share)
+            line = (f"\r[{'#' * filled}{'.' * (width - filled)}] {share:4.0%}"
+                    f"  {human_bytes(p.sent_bytes)} of {human_bytes(p.total_bytes)}"
+                    f"  submissions {p.done}/{p.total}")
+            print(line, end="", file=out, flush=True)  # type: ignore[call-overload]
+            self._drawn = True
+        elif p.phase == "upload" and p.done != self._last_done and p.total:
+            self._last_done = p.done
+            print(f"submissions {p.done}/{p.total}, {p.sent_bytes} of {p.total_bytes}"
+                  " bytes", file=out, flush=True)  # type: ignore[call-overload]
+
+    def end(self) -> None:
+        if self._drawn:
+            print(file=self.stream)  # type: ignore[call-overload]
+
+
+def _sync(cfg: config_mod.KioskConfig, args: argparse.Namespace) -> int:
+    from .sync_runner import sync_once
+    from .vault.store import Store
+
+    if not args.once:
+        print("kiosk sync: only --once is supported here (the app syncs by itself)",
+              file=sys.stderr)
+        return 2
+    store = Store.in_data_dir(cfg.data_dir)
+    bar = _Bar(sys.stdout)
+    try:
+        # sync_once reconciles the outbox with the files first. Not the whole start-up
+        # sweep: the app may be running a defender's session right now, and its parts
+        # are not ours to judge.
+        result = sync_once(cfg, store, progress=bar)
+    finally:
+        bar.end()
+        store.close()
+    print(f"acknowledged {result.acknowledged}, pending {result.pending}, rejected"
+          f" {result.rejected}, purged {result.purged}, sent {result.sent_bytes} bytes")
+    if result.error in ("not_enrolled", "device_broken"):
+        print("kiosk sync: this kiosk is not enrolled (or its device files are broken):"
+              " run `kiosk enrol --server URL --code CODE`", file=sys.stderr)
+        return 2
+    if result.revoked:
+        print(f"kiosk sync: the central service refused this kiosk's token"
+              f" ({result.error}): the device is revoked; its queue is kept. Enrol again"
+              " (kiosk enrol --force) or export the queue.", file=sys.stderr)
+        return 2
+    if result.error is not None:
+        retry = (f"; the service asks to retry in {result.retry_after:.0f} s"
+                 if result.retry_after is not None else "")
+        print(f"kiosk sync: stopped with error {result.error}{retry}", file=sys.stderr)
+        return 1
+    if result.rejected:
+        print(f"kiosk sync: {result.rejected} submission(s) rejected; see `kiosk status`",
+              file=sys.stderr)
+    return 1 if result.pending else 0
 
 
 def _check_audio(cfg: config_mod.KioskConfig, args: argparse.Namespace) -> int:
@@ -145,6 +271,10 @@ def main(argv: list[str] | None = None) -> int:
         return _status(cfg, args)
     if command == "walkthrough":
         return _walkthrough(cfg, args)
+    if command == "enrol":
+        return _enrol(cfg, args)
+    if command == "sync":
+        return _sync(cfg, args)
     if command == "demo-stories":
         from .stories.demo import run_cli
 

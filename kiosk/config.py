@@ -68,6 +68,25 @@ class DisplayConfig:
 
 
 @dataclass(frozen=True)
+class SyncConfig:
+    #: Days an acknowledged submission's ciphertext stays on the kiosk after its receipt.
+    retention_days: float = 7.0
+    #: Bytes per tus PATCH: a cut costs at most one chunk sent again.
+    chunk_bytes: int = 4 * 1024 * 1024
+    connect_timeout_s: float = 10.0
+    #: Each read (and each write) of a request must progress within this.
+    read_timeout_s: float = 30.0
+    #: Overall limit for one request, whatever the network does.
+    attempt_deadline_s: float = 120.0
+    #: The app's background worker: seconds between passes when all is well.
+    interval_s: float = 60.0
+
+
+MIN_CHUNK_BYTES = 64 * 1024
+MAX_CHUNK_BYTES = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
 class KioskConfig:
     data_dir: Path = DEFAULT_DATA_DIR
     server_url: str = DEFAULT_SERVER_URL
@@ -87,6 +106,7 @@ class KioskConfig:
     audio: AudioConfig = field(default_factory=AudioConfig)
     staff: StaffConfig = field(default_factory=StaffConfig)
     display: DisplayConfig = field(default_factory=DisplayConfig)
+    sync: SyncConfig = field(default_factory=SyncConfig)
     #: Where the file came from, for messages; None for the built-in defaults.
     source: Path | None = None
 
@@ -107,6 +127,20 @@ def _number(key: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ConfigError(f"{key} must be a number, got {value!r} ({_type_name(value)})")
     return float(value)
+
+
+def _non_negative_number(key: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise ConfigError(f"{key} must be a number >= 0, got {value!r} ({_type_name(value)})")
+    return float(value)
+
+
+def _chunk_bytes(key: str, value: Any) -> int:
+    if (isinstance(value, bool) or not isinstance(value, int)
+            or not MIN_CHUNK_BYTES <= value <= MAX_CHUNK_BYTES):
+        raise ConfigError(f"{key} must be a whole number of bytes from {MIN_CHUNK_BYTES} to"
+                          f" {MAX_CHUNK_BYTES}, got {value!r} ({_type_name(value)})")
+    return value
 
 
 def _string(key: str, value: Any) -> str:
@@ -231,6 +265,10 @@ def parse(raw: dict[str, Any], *, base_dir: Path, source: Path | None = None) ->
     values["staff"] = _section("staff", raw, StaffConfig, {
         "pin_hash": _pin_hash, "allow_exit": _boolean})
     values["display"] = _section("display", raw, DisplayConfig, {"kiosk_mode": _boolean})
+    values["sync"] = _section("sync", raw, SyncConfig, {
+        "retention_days": _non_negative_number, "chunk_bytes": _chunk_bytes,
+        "connect_timeout_s": _positive_number, "read_timeout_s": _positive_number,
+        "attempt_deadline_s": _positive_number, "interval_s": _positive_number})
     return KioskConfig(**values)
 
 

@@ -15,7 +15,7 @@ from kiosk.audio.recorder import Recorder
 from kiosk.config import KioskConfig
 from kiosk.ids import new_submission_id
 from kiosk.staff.facts import gather
-from kiosk.staff.wipe import UNSENT_STATES, wipe_unsent
+from kiosk.staff.wipe import UNSENT_OUTBOX_STATES, UNSENT_STATES, wipe_unsent
 from kiosk.vault.custody import SessionCustody
 from kiosk.vault.store import OPEN, SUBMITTED, PartRecord, Store
 from kiosk.vault.sweep import sweep
@@ -106,23 +106,32 @@ def test_facts_of_a_fresh_kiosk(data_dir: Path, store: Store) -> None:
     doc = json.loads(json.dumps(facts.as_dict()))
     assert doc["data_dir"] == str(data_dir) and doc["gathered_at"] == NOW
     assert doc["catalog"] == {"version": None, "stories": None, "error": None}
-    assert doc["device"] == {"id": None, "error": None}
+    assert doc["device"] == {"id": None, "error": None, "server_url": None, "revoked": False}
+    assert doc["outbox"] == {}
+    assert doc["sync"] == {"last_sync_at": None, "last_error": None, "revoked": False,
+                           "last_attempt_at": None}
+    assert lines["Outbox"] == "none" and lines["Enrolled service"] == "not enrolled"
 
 
 def test_facts_of_a_busy_kiosk(data_dir: Path, store: Store, team: X25519Identity) -> None:
     recorded(data_dir, store, team, [OVERFLOW, tone(0.3)]).submit({})
     recorded(data_dir, store, team)  # a session in the making
     row_only(store, SUBMITTED, parts=2)
-    row_only(store, "acknowledged")  # a state the sync will add: counted as it is
+    acked = row_only(store, SUBMITTED)
+    store.db.execute("update outbox set state = 'acknowledged' where submission_id = ?",
+                     [acked])
+    row_only(store, "archived")  # a state the store does not know: counted as it is
     (data_dir / "sync-state.json").write_text(json.dumps(
         {"last_sync_at": NOW - 60, "last_error": "server said 503"}))
-    (data_dir / "device.json").write_text(json.dumps({"device_id": "dev-0042"}))
+    (data_dir / "device.json").write_text(json.dumps(
+        {"device_id": "dev-0042", "server_url": "https://vetting.example.org"}))
     pq = str(MlkemIdentity.generate().recipient())
     cfg = KioskConfig(data_dir=data_dir, recipients=(pq,))
     facts = gather(cfg, store=store, library=FakeLibrary(7, 12, "signature did not verify"))
 
-    assert facts.submissions == {"acknowledged": 1, "open": 1, "submitted": 2}
-    assert facts.recording["parts"] == 5
+    assert facts.submissions == {"archived": 1, "open": 1, "submitted": 3}
+    assert facts.outbox == {"acknowledged": 1, "sealed": 2}
+    assert facts.recording["parts"] == 6
     assert facts.recording["overflows"] >= 1 and facts.recording["parts_with_overflows"] == 1
     assert (facts.catalog_version, facts.catalog_stories) == (7, 12)
     assert facts.catalog_error == "signature did not verify"
@@ -130,16 +139,32 @@ def test_facts_of_a_busy_kiosk(data_dir: Path, store: Store, team: X25519Identit
     assert facts.device_id == "dev-0042"
     assert facts.sealing["post_quantum"] is True
     lines = dict(facts.lines())
-    assert lines["Submissions"] == "2 submitted, 1 acknowledged, 1 open"
+    assert lines["Submissions"] == "3 submitted, 1 archived, 1 open"
+    assert lines["Outbox"] == "2 sealed, 1 acknowledged"
+    assert lines["Enrolled service"] == "https://vetting.example.org"
     assert lines["Catalog"] == "version 7, 12 stories"
     assert lines["Last sync"] == "2027-01-15 07:59 UTC"
     assert lines["Last sync error"] == "server said 503"
     assert lines["Device"] == "dev-0042"
     assert [label for label, _ in facts.lines()] == [
-        "Data directory", "Central service", "Sealing", "Submissions", "Catalog",
+        "Data directory", "Central service", "Sealing", "Submissions", "Outbox", "Catalog",
         "Catalog error", "Last sync", "Last sync error", "Free disk", "Device",
-        "Recording", "Version"]
+        "Enrolled service", "Recording", "Version"]
     json.dumps(facts.as_dict())
+
+
+def test_facts_say_when_the_device_is_revoked(data_dir: Path, store: Store) -> None:
+    (data_dir / "device.json").write_text(json.dumps(
+        {"device_id": "dev-0123456789abcdef", "server_url": "http://127.0.0.1:9"}))
+    (data_dir / "sync-state.json").write_text(json.dumps(
+        {"last_sync_at": None, "last_error": "revoked", "revoked": True,
+         "last_attempt_at": NOW}))
+    facts = gather(KioskConfig(data_dir=data_dir), store=store)
+    assert facts.revoked and facts.last_attempt_at == NOW
+    lines = dict(facts.lines())
+    assert lines["Device"].startswith("dev-0123456789abcdef (REVOKED")
+    assert lines["Last sync error"] == "revoked"
+    assert facts.as_dict()["sync"]["revoked"] is True
 
 
 def test_facts_survive_broken_pieces(data_dir: Path, store: Store) -> None:
@@ -178,6 +203,7 @@ def test_facts_survive_broken_pieces(data_dir: Path, store: Store) -> None:
 
 def test_unsent_states_are_explicit() -> None:
     assert UNSENT_STATES == {"open", "submitted"}
+    assert UNSENT_OUTBOX_STATES == {"sealed", "uploading", "finalizing", "rejected"}
 
 
 def test_wipe_deletes_every_unsent_submission_and_leaves_staff_files(
@@ -213,15 +239,26 @@ def test_wipe_deletes_every_unsent_submission_and_leaves_staff_files(
 
 
 def test_wipe_keeps_submissions_in_other_states(data_dir: Path, store: Store) -> None:
-    acked = row_only(store, "acknowledged")
-    (data_dir / "outbox" / acked).mkdir(parents=True)
-    (data_dir / "outbox" / acked / "manifest.json.age").write_bytes(b"x")
-    gone = row_only(store, SUBMITTED)
+    # Acknowledged and purged: the service holds them. Rejected, and every state still
+    # on its way (sealed, uploading, finalizing), are unsent and go.
+    kept, gone = {}, {}
+    for state in ("acknowledged", "purged", "sealed", "uploading", "finalizing", "rejected"):
+        sid = row_only(store, SUBMITTED)
+        store.db.execute("update outbox set state = ? where submission_id = ?", [state, sid])
+        (data_dir / "outbox" / sid).mkdir(parents=True)
+        (data_dir / "outbox" / sid / "manifest.json.age").write_bytes(b"x")
+        (kept if state in ("acknowledged", "purged") else gone)[sid] = state
+    other = row_only(store, "archived")  # a state the wipe does not name: left alone
     report = wipe_unsent(data_dir, store)
-    assert store.submission_state(acked) == "acknowledged"
-    assert (data_dir / "outbox" / acked / "manifest.json.age").exists()
-    assert store.submission_state(gone) is None
-    assert (report.submissions, report.kept, report.files) == (1, 1, 0)
+    for sid, state in kept.items():
+        assert store.submission_state(sid) == SUBMITTED
+        assert store.outbox_row(sid).state == state
+        assert (data_dir / "outbox" / sid / "manifest.json.age").exists()
+    for sid in gone:
+        assert store.submission_state(sid) is None and store.outbox_row(sid) is None
+        assert not (data_dir / "outbox" / sid).exists()
+    assert store.submission_state(other) == "archived"
+    assert (report.submissions, report.kept, report.files) == (4, 3, 4)
 
 
 def test_wipe_of_an_empty_kiosk(data_dir: Path, store: Store) -> None:

@@ -60,7 +60,8 @@ def test_status_shows_what_the_staff_screen_shows(tmp_path: Path) -> None:
         store.mark_submitted(sid, manifest_size=1, manifest_sha256="0" * 64, now=2.0)
     store.open_submission(new_submission_id(), now=3.0)
     store.close()
-    (data / "device.json").write_text(json.dumps({"device_id": "dev-7"}))
+    (data / "device.json").write_text(json.dumps({"device_id": "dev-7",
+                                                  "server_url": "http://127.0.0.1:9"}))
     (data / "sync-state.json").write_text(json.dumps({"last_sync_at": 0, "last_error": None}))
     config = tmp_path / "kiosk.toml"
     config.write_text(f'data_dir = "{data}"\n')
@@ -68,8 +69,11 @@ def test_status_shows_what_the_staff_screen_shows(tmp_path: Path) -> None:
     doc = json.loads(_kiosk(config, "status", "--json").stdout)
     assert doc["data_dir"] == str(data) and doc["server_url"].startswith("http")
     assert doc["submissions"] == {"open": 1, "submitted": 2}
-    assert doc["device"] == {"id": "dev-7", "error": None}
-    assert doc["sync"] == {"last_sync_at": 0, "last_error": None}
+    assert doc["device"] == {"id": "dev-7", "error": None, "server_url": "http://127.0.0.1:9",
+                             "revoked": False}
+    assert doc["sync"] == {"last_sync_at": 0, "last_error": None, "revoked": False,
+                           "last_attempt_at": None}
+    assert doc["outbox"] == {"sealed": 2}
     assert doc["catalog"]["version"] is None
     assert doc["free_disk_bytes"] > 0
     assert doc["recording"] == {"parts": 0, "overflows": 0, "parts_with_overflows": 0}
@@ -83,6 +87,8 @@ def test_status_shows_what_the_staff_screen_shows(tmp_path: Path) -> None:
     assert "Catalog: no catalog" in text
     assert "Last sync: 1970-01-01 00:00 UTC" in text
     assert "Device: dev-7" in text
+    assert "Outbox: 2 sealed" in text
+    assert "Enrolled service: http://127.0.0.1:9" in text
     assert any(line.startswith("Free disk: ") and line.endswith("B") for line in text)
 
 

@@ -9,9 +9,11 @@ messages (DESIGN.md, threat model 1).
 
 Files read under the data directory, written by other parts of the kiosk:
 
-* ``sync-state.json``: ``{"last_sync_at": <unix time or ISO text>, "last_error": <text
-  or null>}`` (the sync);
-* ``device.json``: ``{"device_id": "..."}`` (enrolment).
+* ``sync-state.json``: ``{"last_sync_at": <unix time or ISO text>, "last_error": <code
+  or null>, "revoked": <bool>, "last_attempt_at": <unix time or null>}`` (the sync,
+  kiosk/sync_runner.py);
+* ``device.json``: ``{"device_id": "...", "server_url": "...", ...}`` (enrolment,
+  kiosk/device.py; the token in it is never read here).
 """
 
 from __future__ import annotations
@@ -74,6 +76,13 @@ class StaffFacts:
     recording: dict[str, int]
     version: str
     gathered_at: float = field(default=0.0)
+    #: Number of submitted submissions in each outbox state (sealed, acknowledged...).
+    outbox: dict[str, int] = field(default_factory=dict)
+    #: The service this kiosk is enrolled with (device.json); None: not enrolled.
+    enrolled_url: str | None = None
+    #: The service refused this device's token: uploads stopped, queue kept.
+    revoked: bool = False
+    last_attempt_at: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """For ``kiosk status --json`` (and a heartbeat): plain JSON types only."""
@@ -82,11 +91,14 @@ class StaffFacts:
             "server_url": self.server_url,
             "sealing": self.sealing,
             "submissions": dict(self.submissions),
+            "outbox": dict(self.outbox),
             "catalog": {"version": self.catalog_version, "stories": self.catalog_stories,
                         "error": self.catalog_error},
-            "sync": {"last_sync_at": self.last_sync_at, "last_error": self.last_sync_error},
+            "sync": {"last_sync_at": self.last_sync_at, "last_error": self.last_sync_error,
+                     "revoked": self.revoked, "last_attempt_at": self.last_attempt_at},
             "free_disk_bytes": self.free_disk_bytes,
-            "device": {"id": self.device_id, "error": self.device_error},
+            "device": {"id": self.device_id, "error": self.device_error,
+                       "server_url": self.enrolled_url, "revoked": self.revoked},
             "recording": dict(self.recording),
             "version": self.version,
             "gathered_at": self.gathered_at,
@@ -100,6 +112,8 @@ class StaffFacts:
             catalog = f"version {self.catalog_version}, {self.catalog_stories} stories"
         device = self.device_id or (f"unreadable: {self.device_error}" if self.device_error
                                     else NOT_ENROLLED)
+        if self.revoked:
+            device += " (REVOKED by the central service: uploads stopped, queue kept)"
         rec = self.recording
         recording = (f"{rec.get('parts', 0)} parts kept, {rec.get('overflows', 0)} input"
                      f" overflows in {rec.get('parts_with_overflows', 0)} of them")
@@ -108,12 +122,14 @@ class StaffFacts:
             (N_("Central service"), self.server_url),
             (N_("Sealing"), str(self.sealing["summary"])),
             (N_("Submissions"), submissions_summary(self.submissions)),
+            (N_("Outbox"), submissions_summary(self.outbox)),
             (N_("Catalog"), catalog),
             (N_("Catalog error"), self.catalog_error or "none"),
             (N_("Last sync"), when(self.last_sync_at, never=NEVER)),
             (N_("Last sync error"), self.last_sync_error or "none"),
             (N_("Free disk"), human_bytes(self.free_disk_bytes)),
             (N_("Device"), device),
+            (N_("Enrolled service"), self.enrolled_url or NOT_ENROLLED),
             (N_("Recording"), recording),
             (N_("Version"), self.version),
         ]
@@ -124,8 +140,8 @@ def gather(cfg: KioskConfig, *, store: Store, library: Library | None = None,
     """Everything staff see, as of ``now`` (default: the wall clock)."""
     data_dir = Path(cfg.data_dir)
     version, stories, catalog_error = _catalog(library)
-    last_sync_at, last_sync_error = _sync_state(data_dir)
-    device_id, device_error = _device(data_dir)
+    last_sync_at, last_sync_error, revoked, last_attempt_at = _sync_state(data_dir)
+    device_id, device_error, enrolled_url = _device(data_dir)
     return StaffFacts(
         data_dir=str(data_dir), server_url=cfg.server_url,
         submissions=submission_counts(store),
@@ -136,7 +152,9 @@ def gather(cfg: KioskConfig, *, store: Store, library: Library | None = None,
         device_id=device_id, device_error=device_error,
         recording=store.recording_health(),
         version=app_version(),
-        gathered_at=time.time() if now is None else now)
+        gathered_at=time.time() if now is None else now,
+        outbox=store.outbox_counts(), enrolled_url=enrolled_url, revoked=revoked,
+        last_attempt_at=last_attempt_at)
 
 
 def submission_counts(store: Store) -> dict[str, int]:
@@ -208,25 +226,34 @@ def _read_json(path: Path) -> tuple[dict[str, Any] | None, str | None]:
     return doc, None
 
 
-def _sync_state(data_dir: Path) -> tuple[float | str | None, str | None]:
+def _sync_state(data_dir: Path
+                ) -> tuple[float | str | None, str | None, bool, float | None]:
+    """(last_sync_at, last_error, revoked, last_attempt_at)."""
     doc, problem = _read_json(data_dir / SYNC_STATE_FILE)
     if doc is None:
-        return None, problem
+        return None, problem, False, None
     at = doc.get("last_sync_at")
     if isinstance(at, bool) or not isinstance(at, int | float | str):
         at = None
+    attempt = doc.get("last_attempt_at")
+    if isinstance(attempt, bool) or not isinstance(attempt, int | float):
+        attempt = None
     error = doc.get("last_error")
-    return at, None if error in (None, "") else str(error)
+    return (at, None if error in (None, "") else str(error), doc.get("revoked") is True,
+            attempt)
 
 
-def _device(data_dir: Path) -> tuple[str | None, str | None]:
+def _device(data_dir: Path) -> tuple[str | None, str | None, str | None]:
+    """(device_id, problem, server_url)."""
     doc, problem = _read_json(data_dir / DEVICE_FILE)
     if doc is None:
-        return None, problem
+        return None, problem, None
+    url = doc.get("server_url")
+    url = url if isinstance(url, str) and url else None
     device_id = doc.get("device_id")
     if not isinstance(device_id, str) or not device_id:
-        return None, f"{DEVICE_FILE} has no device_id"
-    return device_id, None
+        return None, f"{DEVICE_FILE} has no device_id", url
+    return device_id, None, url
 
 
 def _free_disk(data_dir: Path) -> int | None:

@@ -6,12 +6,12 @@ holds no key that opens a sealed part (DESIGN.md, threat model 1), so overwritin
 bytes first would protect nothing more; on flash storage it would not even reach the
 same cells.
 
-Which submissions are unsent is :data:`UNSENT_STATES`. Today the service acknowledges
-nothing yet, so every submission in the store is unsent: "open" (a session in the
-making or lost to a crash) and "submitted" (sealed, waiting for the sync). When the
-sync records the service's signed receipts (an "acknowledged" state), that state is
-simply not in the set, and the wipe leaves those submissions (and any state the set
-does not name) alone.
+Which submissions are unsent: every "open" one (a session in the making or lost to a
+crash), and every "submitted" one whose outbox state (kiosk/vault/outbox.py) is in
+:data:`UNSENT_OUTBOX_STATES`: sealed, uploading, finalizing, or rejected (the service
+never took it). A submitted submission without an outbox row (a store from before the
+outbox) is unsent too. Acknowledged and purged submissions are the vetting team's
+already: the wipe leaves them, and any state it does not name, alone.
 
 Folders in ``outbox/`` named like a submission id but with no store row at all are
 unsent by definition (an acknowledged submission has its row), so they go too.
@@ -33,13 +33,23 @@ from pathlib import Path
 
 from .. import logs
 from ..vault.layout import OUTBOX, fsync_dir, is_submission_folder
-from ..vault.store import OPEN, SUBMITTED, Store
+from ..vault.store import FINALIZING, OPEN, REJECTED, SEALED, SUBMITTED, UPLOADING, Store
 
 log = logging.getLogger("kiosk.staff")
 
-#: States of a submission that has not been handed over: the wipe deletes these. The
-#: sync narrows the idea of "sent" by adding states that are NOT in this set.
+#: Submission states (``submissions.state``) that may be unsent; a submitted one is
+#: unsent only if its outbox state is in :data:`UNSENT_OUTBOX_STATES`.
 UNSENT_STATES: frozenset[str] = frozenset({OPEN, SUBMITTED})
+#: Outbox states of a submitted submission the service has not acknowledged.
+UNSENT_OUTBOX_STATES: frozenset[str] = frozenset({SEALED, UPLOADING, FINALIZING, REJECTED})
+
+
+def is_unsent(state: str | None, outbox_state: str | None) -> bool:
+    if state == OPEN:
+        return True
+    if state == SUBMITTED:
+        return outbox_state is None or outbox_state in UNSENT_OUTBOX_STATES
+    return False
 
 
 @dataclass(frozen=True)
@@ -70,7 +80,8 @@ def wipe_unsent(data_dir: Path, store: Store) -> WipeReport:
     outbox = Path(data_dir) / OUTBOX
     known = store.submitted_ids() | store.unsubmitted_ids()
     states = {sid: store.submission_state(sid) for sid in known}
-    doomed = {sid for sid, state in states.items() if state in UNSENT_STATES}
+    on_the_way = {row.submission_id: row.state for row in store.outbox_rows()}
+    doomed = {sid for sid, state in states.items() if is_unsent(state, on_the_way.get(sid))}
     kept = len(known) - len(doomed)
     for submission_id in sorted(doomed):
         store.delete_submission(submission_id)

@@ -7,6 +7,13 @@ answers and audio live only inside the sealed files.
 
 WAL with ``synchronous=FULL``: a row committed before a power cut is still there after
 it, which the start-up rule (delete every part of an unsubmitted submission) relies on.
+
+The outbox (issue 11) lives here too: one ``outbox`` row per submitted submission, with
+its sync state (kiosk/vault/outbox.py names the states and the moves between them),
+and ``outbox_uploads`` holding the tus upload URL of each part being uploaded, so that
+an upload resumes where it stopped after a crash. The outbox row is inserted in the
+same transaction that marks the submission submitted: no submitted submission ever
+exists without one (stores made before the outbox get theirs when they are opened).
 """
 
 from __future__ import annotations
@@ -23,6 +30,35 @@ DB_NAME = "kiosk.db"
 
 OPEN = "open"
 SUBMITTED = "submitted"
+
+# Outbox states (kiosk/vault/outbox.py has the transitions).
+SEALED = "sealed"
+UPLOADING = "uploading"
+FINALIZING = "finalizing"
+ACKNOWLEDGED = "acknowledged"
+PURGED = "purged"
+REJECTED = "rejected"
+OUTBOX_STATES = (SEALED, UPLOADING, FINALIZING, ACKNOWLEDGED, PURGED, REJECTED)
+#: States whose submission still has to reach the service (what a sync pass works on).
+PENDING_STATES = (SEALED, UPLOADING, FINALIZING)
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    """One submitted submission's place in the outbox (no personal data: ids, hashes)."""
+
+    submission_id: str
+    state: str
+    entered_at: float
+    updated_at: float
+    attempts: int
+    last_error: str | None
+    index_sha256: str | None
+    #: The service's receipt, exact text, and its signature; None until acknowledged.
+    receipt: str | None
+    receipt_signature: str | None
+    acknowledged_at: float | None
+    purged_at: float | None
 
 
 @dataclass(frozen=True)
@@ -82,6 +118,31 @@ class Store:
             "created_at": float,
         }, pk=("submission_id", "name"), foreign_keys=[("submission_id", "submissions")],
             if_not_exists=True)
+        self.db["outbox"].create({
+            "submission_id": str, "state": str, "entered_at": float, "updated_at": float,
+            "attempts": int, "last_error": str, "index_sha256": str, "receipt": str,
+            "receipt_signature": str, "acknowledged_at": float, "purged_at": float,
+        }, pk="submission_id", foreign_keys=[("submission_id", "submissions")],
+            not_null={"state", "entered_at", "updated_at", "attempts"},
+            defaults={"attempts": 0}, if_not_exists=True)
+        self.db["outbox_uploads"].create({
+            "submission_id": str, "name": str, "upload_url": str,
+        }, pk=("submission_id", "name"), foreign_keys=[("submission_id", "submissions")],
+            not_null={"upload_url"}, if_not_exists=True)
+        # A store from before the outbox: every submission it already submitted enters
+        # the outbox as sealed (nothing was ever sent), in one transaction.
+        self.adopt_submitted()
+
+    def adopt_submitted(self, *, now: float | None = None) -> int:
+        """Give every submitted submission without an outbox row one, ``sealed``."""
+        with self._lock, self.db.atomic():
+            cursor = self.db.execute(
+                "insert into outbox (submission_id, state, entered_at, updated_at, attempts)"
+                " select id, ?, coalesce(?, submitted_at, created_at),"
+                " coalesce(?, submitted_at, created_at), 0 from submissions"
+                " where state = ? and id not in (select submission_id from outbox)",
+                [SEALED, now, now, SUBMITTED])
+            return cursor.rowcount
 
     def close(self) -> None:
         with self._lock:
@@ -100,6 +161,20 @@ class Store:
             self.db["submissions"].update(submission_id, {
                 "state": SUBMITTED, "submitted_at": now, "manifest_size": manifest_size,
                 "manifest_sha256": manifest_sha256, "receipt_hash": receipt_hash})
+            # Same transaction: a submitted submission is never outside the outbox.
+            self.db.execute(
+                "insert or ignore into outbox (submission_id, state, entered_at, updated_at,"
+                " attempts) values (?, ?, ?, ?, 0)", [submission_id, SEALED, now, now])
+
+    def manifest_entry(self, submission_id: str) -> tuple[int, str] | None:
+        """(size, SHA-256) of the sealed manifest; None if the submission is not submitted."""
+        with self._lock:
+            rows = list(self.db.query(
+                "select manifest_size, manifest_sha256 from submissions where id = ?"
+                " and state = ?", [submission_id, SUBMITTED]))
+        if not rows or rows[0]["manifest_size"] is None:
+            return None
+        return int(rows[0]["manifest_size"]), str(rows[0]["manifest_sha256"])
 
     def receipt_hash(self, submission_id: str) -> str | None:
         with self._lock:
@@ -125,6 +200,9 @@ class Store:
 
     def delete_submission(self, submission_id: str) -> None:
         with self._lock, self.db.atomic():
+            self.db.execute("delete from outbox_uploads where submission_id = ?",
+                            [submission_id])
+            self.db.execute("delete from outbox where submission_id = ?", [submission_id])
             self.db.execute("delete from parts where submission_id = ?", [submission_id])
             self.db.execute("delete from submissions where id = ?", [submission_id])
 
@@ -157,3 +235,74 @@ class Store:
                 "select count(*) as parts, coalesce(sum(overflows), 0) as overflows,"
                 " coalesce(sum(overflows > 0), 0) as parts_with_overflows from parts"))
         return {k: int(v) for k, v in row.items()}
+
+    # -- outbox ------------------------------------------------------------------------
+    # The moves between states are kiosk/vault/outbox.py's; these are the plain reads and
+    # writes it makes, each one transaction.
+    def outbox_row(self, submission_id: str) -> OutboxRow | None:
+        with self._lock:
+            rows = list(self.db.query("select * from outbox where submission_id = ?",
+                                      [submission_id]))
+        return OutboxRow(**rows[0]) if rows else None
+
+    def outbox_rows(self, states: tuple[str, ...] | None = None) -> list[OutboxRow]:
+        """Rows in ``states`` (all if None), oldest first (entered_at, then id)."""
+        sql = "select * from outbox"
+        args: list[Any] = []
+        if states is not None:
+            sql += f" where state in ({', '.join('?' for _ in states)})"
+            args.extend(states)
+        with self._lock:
+            rows = list(self.db.query(sql + " order by entered_at, submission_id", args))
+        return [OutboxRow(**r) for r in rows]
+
+    def outbox_counts(self) -> dict[str, int]:
+        with self._lock:
+            rows = list(self.db.query(
+                "select state, count(*) as n from outbox group by state order by state"))
+        return {str(r["state"]): int(r["n"]) for r in rows}
+
+    def update_outbox(self, submission_id: str, *, expect: tuple[str, ...],
+                      changes: dict[str, Any], forget_uploads: tuple[str, ...] | None = None,
+                      bump_attempts: bool = False) -> bool:
+        """Apply ``changes`` if the row is in one of ``expect``; False if it was not.
+
+        ``forget_uploads``: part names whose upload URL is dropped in the same
+        transaction (an empty tuple: none; None: none either).
+        """
+        sets = ", ".join(f"{k} = ?" for k in changes)
+        if bump_attempts:
+            sets += ", attempts = attempts + 1"
+        with self._lock, self.db.atomic():
+            cursor = self.db.execute(
+                f"update outbox set {sets} where submission_id = ?"
+                f" and state in ({', '.join('?' for _ in expect)})",
+                [*changes.values(), submission_id, *expect])
+            if cursor.rowcount != 1:
+                return False
+            for name in forget_uploads or ():
+                self.db.execute("delete from outbox_uploads where submission_id = ?"
+                                " and name = ?", [submission_id, name])
+            return True
+
+    def upload_url(self, submission_id: str, name: str) -> str | None:
+        with self._lock:
+            rows = list(self.db.query(
+                "select upload_url from outbox_uploads where submission_id = ? and name = ?",
+                [submission_id, name]))
+        return rows[0]["upload_url"] if rows else None
+
+    def set_upload_url(self, submission_id: str, name: str, url: str) -> None:
+        with self._lock, self.db.atomic():
+            self.db.execute("insert or replace into outbox_uploads (submission_id, name,"
+                            " upload_url) values (?, ?, ?)", [submission_id, name, url])
+
+    def forget_upload_url(self, submission_id: str, name: str) -> None:
+        with self._lock, self.db.atomic():
+            self.db.execute("delete from outbox_uploads where submission_id = ? and name = ?",
+                            [submission_id, name])
+
+    def forget_all_upload_urls(self) -> int:
+        """After a re-enrolment: the old device's uploads are not the new one's."""
+        with self._lock, self.db.atomic():
+            return self.db.execute("delete from outbox_uploads").rowcount
