@@ -410,6 +410,40 @@ class Driver:
         widget = self._widget(id)
         return str(getattr(widget, "source_text", widget.text))
 
+    def _cmd_prop(self, id: str, name: str) -> Any:
+        """A Kivy property of a widget (a progress bar's ``value``, a button's
+        ``disabled``...), as JSON can carry it."""
+        value = getattr(self._widget(id), name)
+        return list(value) if isinstance(value, tuple | list) else value
+
+    def _cmd_sync_run_now(self) -> bool:
+        """Ask the app's sync worker for a pass now, as the periodic timer would start
+        one (on the worker's thread; the reply does not wait for it)."""
+        self.app.sync_worker.run_now()
+        return True
+
+    def _cmd_fake_sync(self, result: dict[str, Any], steps: list[dict[str, Any]],
+                       step_s: float = 0.05) -> bool:
+        """Make the app's sync worker run a scripted pass instead of a real one (the staff
+        screen's tests without a service): each of ``steps`` (``SyncProgress`` fields) is
+        reported ``step_s`` apart on the worker's thread, then ``result`` (``SyncResult``
+        fields, the rest zero) is returned."""
+        from types import SimpleNamespace
+
+        from .sync_worker import failed_result
+
+        def scripted(_cfg: Any, _store: Any, *, progress: Any = None, stop: Any = None,
+                     **_: Any) -> Any:
+            for step in steps:
+                if stop is not None and stop.wait(step_s):
+                    break
+                if progress is not None:
+                    progress(SimpleNamespace(**step))
+            return SimpleNamespace(**{**vars(failed_result("")), "error": None, **result})
+
+        self.app.sync_worker._sync_once = scripted
+        return True
+
     def _cmd_tap(self, id: str) -> bool:
         tap(self.app, id)
         return True

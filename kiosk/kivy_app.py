@@ -37,6 +37,7 @@ from .session.visitor import GoTo, Play, StopStory, VisitorMachine, VisitorState
 from .staff.lockout import PinGate
 from .staff_gesture import CornerGesture
 from .stories import StoryLibrary
+from .sync_worker import SyncWorker, is_enrolled
 from .vault.store import Store
 
 log = logging.getLogger("kiosk.app")
@@ -84,6 +85,8 @@ class KioskApp(App):
         self.on_screen: list[Callable[[str], None]] = []
         self._walkthrough_options = walkthrough
         self.walkthrough: Any = None
+        #: Background sync (started in on_start if enrolled; staff's "Sync now" uses it).
+        self.sync_worker = SyncWorker(cfg, store)
 
     def build(self) -> ScreenManager:
         # The screens' modules load their kv files on import: after ``tr`` exists.
@@ -155,6 +158,9 @@ class KioskApp(App):
             Clock.schedule_interval(lambda _dt: self._watchdog.ping(),
                                     self._watchdog.interval_s)
         self._watchdog.ready()
+        if is_enrolled(self.cfg.data_dir):
+            # Its own thread at a lower priority: the UI and the recorder come first.
+            self.sync_worker.start()
         socket_path = os.environ.get(DRIVER_ENV)
         if socket_path:
             from .driver import Driver
@@ -175,6 +181,9 @@ class KioskApp(App):
     def on_stop(self) -> None:
         if self._driver is not None:
             self._driver.stop()
+        # The running pass ends at its next chunk (the server keeps the offset); the
+        # store it writes to is closed only after the app has stopped.
+        self.sync_worker.stop(timeout=3.0)
         # A session still open when the app stops is shredded now (the start-up sweep
         # would do it at the next start; a shutdown should not leave it until then).
         session = self.session
@@ -226,6 +235,17 @@ class KioskApp(App):
             return tr._("Too many wrong PINs. Try again in {minutes} min.").format(
                 minutes=minutes)
         return tr._("Wrong PIN. Tries left: {tries}").format(tries=outcome.failures_left)
+
+    def sync_worker_state(self) -> dict[str, Any]:
+        """The background sync as it is now (for tests and the benchmark)."""
+        worker = self.sync_worker
+        last = worker.last_result
+        return {"alive": worker.alive, "busy": worker.busy, "passes": worker.passes,
+                "niceness": worker.niceness, "started": worker.last_pass_started,
+                "ended": worker.last_pass_ended,
+                "last_error": None if last is None else last.error,
+                "last_acknowledged": None if last is None else last.acknowledged,
+                "last_sent_bytes": None if last is None else last.sent_bytes}
 
     def freeze_for_test(self, seconds: float) -> None:
         """Block the UI thread (tests only, through the test driver): a frozen UI."""

@@ -1,6 +1,7 @@
 """Staff mode: the kiosk's state at a glance (the same facts as `kiosk status`), the
-microphone check, wiping unsent submissions (two confirmations), sync (once the sync
-issue lands) and, where the config allows it, exit to the desktop."""
+microphone check, wiping unsent submissions (two confirmations), "Sync now" (one pass
+of the app's sync worker, with its progress on screen) and, where the config allows
+it, exit to the desktop."""
 
 from __future__ import annotations
 
@@ -8,10 +9,11 @@ import threading
 from typing import Any
 
 from kivy.app import App
-from kivy.clock import Clock
+from kivy.clock import Clock, mainthread
 
 from ..staff.facts import gather
 from ..staff.wipe import wipe_unsent
+from ..sync_worker import SYNCING, describe_progress, describe_result
 from ..textlayout_kivy import RtlLabel
 from . import load_kv
 from .overlays import Overlay
@@ -20,9 +22,27 @@ from .widgets import SessionScreen
 load_kv("staff")
 
 
+#: The progress bar's resolution (its ``max``).
+PROGRESS_STEPS = 1000
+
+
 class StaffScreen(SessionScreen):
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        #: A "Sync now" pass is running.
+        self.syncing = False
+        #: The latest progress report from the worker thread; shown by the trigger, at
+        #: most once a frame however often the uploader reports.
+        self._latest: Any = None
+        self._show_progress_trigger = Clock.create_trigger(self._show_progress, 0)
+        #: The bar's values as shown during the last pass (tests read it).
+        self.progress_seen: list[int] = []
+
     def on_pre_enter(self, *_args: Any) -> None:
         self.ids.result.source_text = ""
+        if not self.syncing:  # a pass still running keeps its bar and its line
+            self.ids.sync_status.source_text = ""
+            self.ids.sync_progress.opacity = 0
         allowed = App.get_running_app().cfg.staff.allow_exit
         self.ids.exit_button.disabled = not allowed
         self.ids.exit_button.opacity = 1 if allowed else 0
@@ -45,8 +65,64 @@ class StaffScreen(SessionScreen):
             # The label first for the reader: on the right in a right-to-left language.
             for text, bold in (cells[::-1] if tr.is_rtl else cells):
                 grid.add_widget(RtlLabel(source_text=text, language=tr.language, bold=bold,
-                                         font_size="20sp", size_hint_y=None, height=34,
+                                         font_size="19sp", size_hint_y=None, height=32,
                                          valign="middle"))
+
+    # -- sync now ------------------------------------------------------------------------
+    def sync_now(self) -> None:
+        """One pass on the sync worker's thread; its progress comes back through
+        :meth:`_on_progress` (a Clock trigger) and its end through :meth:`_on_done`."""
+        app = App.get_running_app()
+        app.staff_activity()
+        if self.syncing:
+            return
+        self.syncing = True
+        self._latest = None
+        self.progress_seen = []
+        self.ids.sync_button.disabled = True
+        bar = self.ids.sync_progress
+        bar.max, bar.value, bar.opacity = PROGRESS_STEPS, 0, 1
+        self.ids.sync_status.source_text = app.tr._(SYNCING)
+        app.sync_worker.run_now(self._on_progress, self._on_done)
+
+    def _on_progress(self, report: Any) -> None:
+        # On the worker thread: keep the report, let the UI's next frame show it.
+        self._latest = report
+        self._show_progress_trigger()
+
+    def _show_progress(self, _dt: float) -> None:
+        report = self._latest
+        if report is None or not self.syncing:
+            return  # the pass has ended: its result line stays
+        tr = App.get_running_app().tr
+        fraction, text = describe_progress(report, tr._)
+        self._set_bar(round(fraction * PROGRESS_STEPS))
+        self.ids.sync_status.source_text = text
+
+    def _set_bar(self, value: int) -> None:
+        self.ids.sync_progress.value = value
+        if not self.progress_seen or self.progress_seen[-1] != value:
+            self.progress_seen.append(value)
+            del self.progress_seen[:-200]
+
+    @mainthread
+    def _on_done(self, result: Any) -> None:
+        app = App.get_running_app()
+        self.syncing = False
+        self._show_progress_trigger.cancel()
+        if result.error is None:
+            self._set_bar(PROGRESS_STEPS)
+        self.ids.sync_status.source_text = describe_result(result, app.tr._)
+        self.ids.sync_button.disabled = False
+        self.refresh()
+
+    def sync_state(self) -> dict[str, Any]:
+        """The sync row as shown (for tests)."""
+        bar = self.ids.sync_progress
+        return {"syncing": self.syncing, "value": bar.value, "max": bar.max,
+                "visible": bar.opacity > 0, "seen": list(self.progress_seen),
+                "status": self.ids.sync_status.source_text,
+                "button_disabled": self.ids.sync_button.disabled}
 
     # -- microphone check ----------------------------------------------------------------
     def check_microphone(self) -> None:
