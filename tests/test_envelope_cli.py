@@ -167,12 +167,14 @@ def test_decrypt_failures_are_one_line_and_leave_no_output(
     assert "NOTAKEY" not in err  # secret material is never echoed
 
 
-def test_unsupported_kinds_say_so(key: tuple[Path, str]) -> None:
+def test_armor_and_passphrase_files(key: tuple[Path, str]) -> None:
+    """Once refused, now read: armor is detected; a passphrase file is not for -i."""
     path, recipient = key
     armored = age("-a", "-r", recipient, stdin=b"x")
-    assert_one_line_failure(cli("decrypt", "-i", str(path), stdin=armored), "armor")
+    done = cli("decrypt", "-i", str(path), stdin=armored)
+    assert done.returncode == 0 and done.stdout == b"x"
     scrypt = load_vector(VECTORS_DIR / "scrypt").data
-    assert_one_line_failure(cli("decrypt", "-i", str(path), stdin=scrypt), "scrypt")
+    assert_one_line_failure(cli("decrypt", "-i", str(path), stdin=scrypt), "passphrase")
 
 
 def test_encrypt_failures(tmp_path: Path) -> None:

@@ -13,14 +13,9 @@ generates (we must parse theirs). X25519 runs alongside for good measure.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import io
-import json
-import os
 import random
-import shutil
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -43,84 +38,15 @@ from sync.envelope import (
 from sync.envelope.header import read_header
 from sync.envelope.mlkem import MlkemIdentity, MlkemRecipient
 from tests.audio_fakes import RATE, FakeStreams, loud_noise, start
-
-REPO = Path(__file__).resolve().parent.parent
-PEER = REPO / "tests" / "typage_peer.mjs"
-TYPAGE_DIR = REPO / "tests" / ".cache" / "typage"
-TYPAGE_SPEC = "age-encryption@0.3"
-PACKAGE_JSON = TYPAGE_DIR / "node_modules" / "age-encryption" / "package.json"
+from tests.envelope_helpers import Typage, ensure_typage
 
 SIZES = [0, 1, CHUNK_SIZE, 5 * 1024 * 1024]
 SIZE_IDS = ["0B", "1B", "64KiB", "5MiB"]
 KINDS = ["hybrid", "x25519"]
 
-
-def _installed_version() -> str | None:
-    try:
-        return str(json.loads(PACKAGE_JSON.read_text())["version"])
-    except (OSError, ValueError, KeyError):
-        return None
-
-
-def _ensure_typage() -> str:
-    """Install typage 0.3.x into the ignored cache folder unless it is already there."""
-    if shutil.which("node") is None or shutil.which("npm") is None:
-        # A failure, not a skip: this interop is part of the definition of done.
-        pytest.fail("Node.js and npm are needed for the typage interop tests")
-    TYPAGE_DIR.mkdir(parents=True, exist_ok=True)
-    # Parallel test workers must not run two npm installs into one folder.
-    with open(TYPAGE_DIR / ".install.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        version = _installed_version()
-        if version is None or not version.startswith("0.3."):
-            done = subprocess.run(
-                [
-                    "npm",
-                    "install",
-                    "--prefix",
-                    str(TYPAGE_DIR),
-                    "--no-audit",
-                    "--no-fund",
-                    TYPAGE_SPEC,
-                ],
-                capture_output=True,
-                text=True,
-                timeout=300,
-            )
-            if done.returncode != 0:
-                pytest.fail(f"npm install {TYPAGE_SPEC} failed:\n{done.stderr[-2000:]}")
-            version = _installed_version()
-    assert version is not None and version.startswith("0.3."), version
-    return version
-
-
-class Typage:
-    """Runs the peer script: one Node.js process per operation."""
-
-    def run(self, verb: str, *args: str, data: bytes = b"") -> bytes:
-        done = self.try_run(verb, *args, data=data)
-        assert done.returncode == 0, done.stderr.decode(errors="replace")
-        return done.stdout
-
-    def try_run(self, verb: str, *args: str, data: bytes = b"") -> subprocess.CompletedProcess:
-        return subprocess.run(
-            ["node", str(PEER), verb, *args],
-            input=data,
-            capture_output=True,
-            timeout=120,
-            env={**os.environ, "TYPAGE_DIR": str(TYPAGE_DIR)},
-        )
-
-    def keygen(self, kind: str) -> tuple[str, str]:
-        out = self.run("keygen", *(["--pq"] if kind == "hybrid" else [])).decode()
-        identity, recipient = out.split("\n")[:2]
-        return identity, recipient
-
-    def encrypt(self, data: bytes, *recipients: str) -> bytes:
-        return self.run("encrypt", *recipients, data=data)
-
-    def decrypt(self, sealed: bytes, *identities: str) -> bytes:
-        return self.run("decrypt", *identities, data=sealed)
+# The peer, its installation and its driver are shared with the passphrase
+# and armor interop tests (tests/envelope_helpers.py).
+_ensure_typage = ensure_typage
 
 
 @pytest.fixture(scope="module")

@@ -3,17 +3,27 @@
 ::
 
     keygen  [-o FILE] [--pq]
-    encrypt -r RECIPIENT... [-R RECIPIENTS_FILE]... [-o OUT] [IN]
-    decrypt -i IDENTITY_FILE... [-o OUT] [IN]
+    encrypt [-a] -r RECIPIENT... [-R RECIPIENTS_FILE]... [-o OUT] [IN]
+    encrypt [-a] -p [-o OUT] [IN]
+    decrypt [-i IDENTITY_FILE]... [-o OUT] [IN]
 
 ``-`` means standard input or output. Any failure prints one line on stderr
 and exits non-zero; a partly written output file is deleted.
+
+``-a``/``--armor`` writes ASCII armor; decrypt recognises armor by itself.
+``-p``/``--passphrase`` seals to a passphrase (scrypt), taken from the
+environment variable ``AGE_PASSPHRASE`` when it is set (for scripts and
+tests), else asked on the terminal twice. ``decrypt`` without ``-i`` opens a
+passphrase-encrypted file, asking for the passphrase only once it has seen
+that the file is one; identity files given with ``-i`` may themselves be
+passphrase-protected (``age -p`` form, binary or armored), as with age.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import getpass
 import os
 import stat
 import sys
@@ -21,6 +31,7 @@ from collections.abc import Iterator
 from typing import BinaryIO, NoReturn
 
 from .errors import (
+    ArmorError,
     EnvelopeError,
     HeaderError,
     HmacError,
@@ -31,12 +42,16 @@ from .errors import (
 )
 from .keys import _mlkem, format_identity_file, parse_identity_file, parse_recipient
 from .keys import parse_recipients_file as _parse_recipients_file
+from .passphrase import MAX_IDENTITY_FILE_SIZE, is_age_file, open_with_passphrase
 from .reader import decrypt_stream
+from .scrypt import DEFAULT_LOG2_N, ScryptIdentity, ScryptRecipient
 from .stanza import Identity, Recipient
 from .writer import encrypt_stream
 from .x25519 import X25519Identity
 
 PROG = "python -m sync.envelope"
+#: Scripts and tests give the passphrase here instead of on the terminal.
+PASSPHRASE_ENV = "AGE_PASSPHRASE"
 
 
 class _Failure(Exception):
@@ -57,18 +72,27 @@ def _parser() -> argparse.ArgumentParser:
     keygen.add_argument("-o", "--output", metavar="FILE", help="write the identity to FILE")
     keygen.add_argument("--pq", action="store_true", help="a post-quantum hybrid identity")
 
-    encrypt = verbs.add_parser("encrypt", help="encrypt to recipients")
+    encrypt = verbs.add_parser("encrypt", help="encrypt to recipients or to a passphrase")
     encrypt.add_argument("-r", "--recipient", action="append", default=[], metavar="RECIPIENT")
     encrypt.add_argument(
         "-R", "--recipients-file", action="append", default=[], metavar="RECIPIENTS_FILE"
     )
+    encrypt.add_argument(
+        "-p", "--passphrase", action="store_true",
+        help=f"encrypt to a passphrase (from ${PASSPHRASE_ENV}, else asked)",
+    )
+    encrypt.add_argument(
+        "--scrypt-work-factor", type=int, default=DEFAULT_LOG2_N, metavar="LOG2N",
+        help=f"log2 of scrypt's N for -p (default {DEFAULT_LOG2_N})",
+    )
+    encrypt.add_argument("-a", "--armor", action="store_true", help="write ASCII armor")
     encrypt.add_argument("-o", "--output", default="-", metavar="OUT")
     encrypt.add_argument("input", nargs="?", default="-", metavar="IN")
 
-    decrypt = verbs.add_parser("decrypt", help="decrypt with identities")
-    decrypt.add_argument(
-        "-i", "--identity", action="append", default=[], metavar="IDENTITY_FILE", required=True
+    decrypt = verbs.add_parser(
+        "decrypt", help="decrypt with identities, or with a passphrase when no -i is given"
     )
+    decrypt.add_argument("-i", "--identity", action="append", default=[], metavar="IDENTITY_FILE")
     decrypt.add_argument("-o", "--output", default="-", metavar="OUT")
     decrypt.add_argument("input", nargs="?", default="-", metavar="IN")
     return parser
@@ -82,6 +106,63 @@ def _read_text(name: str, what: str) -> str:
             return fh.read()
     except UnicodeDecodeError:
         raise _Failure(f"{what} {name} is not UTF-8 text") from None
+
+
+def _read_bytes(name: str, limit: int) -> bytes:
+    if name == "-":
+        data = sys.stdin.buffer.read(limit + 1)
+    else:
+        with open(name, "rb") as fh:
+            data = fh.read(limit + 1)
+    if len(data) > limit:
+        raise _Failure(f"{name} is too large for an identity file")
+    return data
+
+
+def _passphrase(*, confirm: bool) -> str:
+    """The passphrase from $AGE_PASSPHRASE, else from the terminal (never echoed)."""
+    given = os.environ.get(PASSPHRASE_ENV)
+    if given is not None:
+        if not given:
+            raise _Failure(f"${PASSPHRASE_ENV} is empty")
+        return given
+    try:
+        # getpass falls back to reading standard input when there is no
+        # terminal, and standard input may be the file: never let it.
+        os.close(os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY))
+        first = getpass.getpass("Enter passphrase: ")
+        if confirm and getpass.getpass("Confirm passphrase: ") != first:
+            raise _Failure("the passphrases do not match")
+    except (EOFError, OSError):
+        raise _Failure(
+            f"no passphrase: no terminal to ask on, and ${PASSPHRASE_ENV} is unset"
+        ) from None
+    if not first:
+        raise _Failure("an empty passphrase protects nothing")
+    return first
+
+
+class _AskOnce:
+    """One passphrase for the whole run, asked the first time it is needed."""
+
+    def __init__(self) -> None:
+        self._value: str | None = None
+
+    def __call__(self) -> str:
+        if self._value is None:
+            self._value = _passphrase(confirm=False)
+        return self._value
+
+
+def _identities_from(name: str, ask: _AskOnce) -> list[Identity]:
+    data = _read_bytes(name, MAX_IDENTITY_FILE_SIZE)
+    if is_age_file(data):
+        data = open_with_passphrase(data, ask)  # a protected identity file (age -p)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise _Failure(f"identity file {name} is not UTF-8 text") from None
+    return parse_identity_file(text)
 
 
 @contextlib.contextmanager
@@ -193,21 +274,32 @@ def _encrypt(args: argparse.Namespace) -> None:
     recipients: list[Recipient] = [parse_recipient(r) for r in args.recipient]
     for name in args.recipients_file:
         recipients += _parse_recipients_file(_read_text(name, "recipients file"))
+    if args.passphrase:
+        if recipients:
+            raise _Failure("-p cannot be combined with -r or -R: a passphrase file has one key")
+        recipients = [
+            ScryptRecipient(_passphrase(confirm=True), log2_n=args.scrypt_work_factor)
+        ]
     if not recipients:
-        raise _Failure("no recipients: use -r or -R")
+        raise _Failure("no recipients: use -r, -R or -p")
     with (
         _input(args.input) as src,
-        _output(args.output, binary_to_terminal_ok=False, private=False) as dst,
+        _output(args.output, binary_to_terminal_ok=args.armor, private=False) as dst,
     ):
-        encrypt_stream(src, dst, recipients)
+        encrypt_stream(src, dst, recipients, armor=args.armor)
 
 
 def _decrypt(args: argparse.Namespace) -> None:
     if args.input == "-" and "-" in args.identity:
         raise _Failure("standard input cannot be both the input and an identity file")
+    ask = _AskOnce()
     identities: list[Identity] = []
     for name in args.identity:
-        identities += parse_identity_file(_read_text(name, "identity file"))
+        identities += _identities_from(name, ask)
+    if not identities:
+        # No -i: the file must be passphrase-encrypted; the passphrase is asked
+        # only once the header shows that it is.
+        identities = [ScryptIdentity(ask)]
     with (
         _input(args.input) as src,
         _output(args.output, binary_to_terminal_ok=True, private=True) as dst,
@@ -216,6 +308,8 @@ def _decrypt(args: argparse.Namespace) -> None:
 
 
 def _describe(exc: BaseException) -> str:
+    if isinstance(exc, ArmorError):
+        return f"bad armor: {exc}"
     if isinstance(exc, TruncatedError):
         return f"truncated file: {exc}"
     if isinstance(exc, PayloadError):

@@ -24,6 +24,10 @@ class NoIdentityMatchError(EnvelopeError):
     """No identity given could unwrap the file key from any stanza."""
 
 
+class WrongPassphrase(NoIdentityMatchError):
+    """The passphrase does not open this passphrase-encrypted (scrypt) file."""
+
+
 class HmacError(EnvelopeError):
     """The header MAC does not verify: the header was altered."""
 
@@ -34,6 +38,14 @@ class PayloadError(EnvelopeError):
 
 class TruncatedError(PayloadError):
     """The payload ends without a final chunk: the file was cut short."""
+
+
+class ArmorError(EnvelopeError):
+    """The ASCII armor around an age file is not the strict PEM form age writes.
+
+    Its own class, neither a header nor a payload failure: the armor wraps
+    both, and the age test vectors tell "armor failure" apart from those.
+    """
 
 
 class KeyFormatError(EnvelopeError, ValueError):

@@ -173,7 +173,7 @@ def read_header(src: BinaryIO) -> tuple[Header, bytes]:
         intro = b""
     if intro != INTRO:
         if bytes(lines.buf[:1024]).lstrip().startswith(ARMOR_BEGIN):
-            raise HeaderError("ASCII-armored age files are not supported; remove the armor first")
+            raise HeaderError("ASCII-armored age file given to the binary header parser")
         if not lines.buf:
             raise HeaderError("empty file: not an age file")
         raise HeaderError("not an age v1 file (unsupported version or format)")

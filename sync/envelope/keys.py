@@ -73,7 +73,9 @@ def _key_lines(text: str) -> list[tuple[int, str]]:
 def parse_identity_file(text: str) -> list[Identity]:
     """Parse an identity file as ``age-keygen`` writes it; at least one key required."""
     if text.lstrip().startswith("-----BEGIN") or text.startswith("age-encryption.org/"):
-        raise KeyFormatError("encrypted or armored identity files are not supported")
+        raise KeyFormatError(
+            "passphrase-protected identity file: read it with read_protected_identity_file"
+        )
     identities = []
     for number, line in _key_lines(text):
         try:

@@ -7,19 +7,32 @@ Rules that hold for every path through this module:
   unless the caller asked for recovery, in which case reading stops at the
   authenticated prefix and the result says it is truncated;
 * in recovery mode only the piece at the very end of the file may fail to
-  authenticate (a torn last write); damage anywhere else is still an error.
+  authenticate (a torn last write); damage anywhere else is still an error;
+* ASCII armor is detected and removed on the fly (strictly, see ``armor``);
+  an armor error is an :class:`ArmorError` and, like a chunk that fails,
+  stops reading before the plaintext of the chunk it falls in is released.
 """
 
 from __future__ import annotations
 
 import io
 import os
+import tempfile
 from collections.abc import Generator, Iterable
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from .errors import HeaderError, NoIdentityMatchError, PayloadError, TruncatedError
+from .armor import BINARY_INTRO, SNIFF_SIZE, ArmorDecoder, looks_armored
+from .errors import (
+    HeaderError,
+    NoIdentityMatchError,
+    PayloadError,
+    TruncatedError,
+    WrongPassphrase,
+)
 from .header import Header, read_header, verify_mac
+from .scrypt import STANZA_TYPE as SCRYPT_TYPE
+from .scrypt import ScryptIdentity
 from .stanza import Identity
 from .stream import (
     CHUNK_SIZE,
@@ -54,11 +67,28 @@ def _identity_list(identities: Identity | Iterable[Identity] | None) -> list[Ide
 
 
 def _check_stanza_types(header: Header) -> None:
-    types = [s.type for s in header.stanzas]
-    if "scrypt" in types:
-        if len(types) > 1:
-            raise HeaderError("an scrypt stanza must be the only one in the header")
-        raise HeaderError("passphrase-encrypted (scrypt) age files are not supported")
+    # The age spec: a reader MUST reject a header where an scrypt stanza sits
+    # alongside any other. Checked here for every header and every identity,
+    # not only by the scrypt identity: a passphrase file must not also open
+    # with a key someone added.
+    if len(header.stanzas) > 1 and any(s.type == SCRYPT_TYPE for s in header.stanzas):
+        raise HeaderError("an scrypt stanza must be the only one in the header")
+
+
+def _no_match(header: Header, ids: list[Identity]) -> NoIdentityMatchError:
+    passphrase_file = any(s.type == SCRYPT_TYPE for s in header.stanzas)
+    tried_passphrase = any(isinstance(i, ScryptIdentity) for i in ids)
+    if passphrase_file and tried_passphrase:
+        return WrongPassphrase("wrong passphrase: it does not open this file")
+    if passphrase_file:
+        return NoIdentityMatchError(
+            "the file is passphrase-encrypted (scrypt): open it with its passphrase"
+        )
+    if tried_passphrase and all(isinstance(i, ScryptIdentity) for i in ids):
+        return NoIdentityMatchError(
+            "the file is not passphrase-encrypted: it is sealed to recipients (use an identity)"
+        )
+    return NoIdentityMatchError("no identity matched any of the file's recipients")
 
 
 def unlock(
@@ -84,7 +114,7 @@ def unlock(
         if key is not None:
             break
     else:
-        raise NoIdentityMatchError("no identity matched any of the file's recipients")
+        raise _no_match(header, ids)
     if len(key) != FILE_KEY_SIZE:
         raise HeaderError("unwrapped file key is not 16 bytes")
     verify_mac(header, key)
@@ -114,6 +144,60 @@ class _Prefixed:
         if n is None:
             raise OSError("non-blocking source returned no data")
         return n
+
+
+def _readinto_of(src: BinaryIO) -> Readinto:
+    readinto = getattr(src, "readinto", None)
+    if readinto is not None:
+
+        def checked(buf: memoryview) -> int:
+            n = readinto(buf)
+            if n is None:
+                raise OSError("non-blocking source returned no data")
+            return n
+
+        return checked
+
+    def via_read(buf: memoryview) -> int:
+        data = src.read(len(buf))
+        buf[: len(data)] = data
+        return len(data)
+
+    return via_read
+
+
+def _sniff(readinto: Readinto) -> tuple[bytes, bool]:
+    """Read the start of a file; return it and whether the file is armored."""
+    prefix = bytearray()
+    want = len(BINARY_INTRO)
+    while len(prefix) < SNIFF_SIZE:
+        block = bytearray(want - len(prefix))
+        n = readinto(memoryview(block))
+        if not n:
+            break
+        prefix += block[:n]
+        if len(prefix) >= want:
+            if prefix.startswith(BINARY_INTRO) or want == SNIFF_SIZE:
+                break
+            want = SNIFF_SIZE  # not binary age: look further for armor
+    return bytes(prefix), looks_armored(bytes(prefix))
+
+
+class _Source:
+    """The binary age file behind ``src``: as it is, or with its armor removed."""
+
+    def __init__(self, src: BinaryIO) -> None:
+        raw = _readinto_of(src)
+        prefix, self.armored = _sniff(raw)
+        if self.armored:
+            self.readinto: Readinto = ArmorDecoder(raw, prefix).readinto
+        else:
+            self.readinto = _Prefixed(src, prefix).readinto
+
+    def read(self, size: int) -> bytes:
+        buf = bytearray(size)
+        n = fill(self.readinto, memoryview(buf)) if size else 0
+        return bytes(buf[:n])
 
 
 def _read_nonce(readinto: Readinto) -> bytes:
@@ -202,9 +286,10 @@ def decrypt_stream(
     On failure ``dst`` may already hold the authenticated chunks before the
     failing one; callers writing to a file should delete it.
     """
-    header, rest = read_header(src)
+    plain_src = _Source(src)
+    header, rest = read_header(plain_src)  # type: ignore[arg-type]
     key = unlock(header, identities=identities, file_key=file_key)
-    source = _Prefixed(src, rest)
+    source = _Prefixed(plain_src, rest)  # type: ignore[arg-type]
     opener = ChunkOpener(payload_key(key, _read_nonce(source.readinto)))
     size = 0
     chunks = _chunks(source.readinto, opener, recover=recover)
@@ -228,6 +313,27 @@ def open_bytes(data: bytes, identities: Identity | Iterable[Identity]) -> bytes:
     return out.getvalue()
 
 
+#: Armored files decoded for random access stay in memory up to this size.
+_SPOOL_IN_MEMORY = 16 * 1024 * 1024
+
+
+def _dearmor_to_spool(src: BinaryIO) -> BinaryIO:
+    """The binary age file inside an armored source, in a seekable spool.
+
+    What the spool holds is ciphertext: it may go to a temporary file.
+    """
+    decoder = ArmorDecoder(_readinto_of(src))
+    spool = tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY)  # noqa: SIM115
+    try:
+        while block := decoder.read(1 << 20):
+            spool.write(block)
+        spool.seek(0)
+    except BaseException:
+        spool.close()
+        raise
+    return spool  # type: ignore[return-value]
+
+
 class SealedReader(io.RawIOBase):
     """Read-only plaintext view of an age file.
 
@@ -249,7 +355,9 @@ class SealedReader(io.RawIOBase):
     ) -> None:
         super().__init__()
         self._src = src
+        self._given = src
         self._owns = owns_source
+        self._spool: BinaryIO | None = None
         self._recover = recover
         self._pos = 0
         self._truncated = False
@@ -257,8 +365,19 @@ class SealedReader(io.RawIOBase):
         self._opener: ChunkOpener | None = None
         try:
             self._random = bool(getattr(src, "seekable", lambda: False)())
-            start = src.tell() if self._random else 0
-            header, rest = read_header(src)
+            if self._random:
+                start = src.tell()
+                _, armored = _sniff(_readinto_of(src))
+                src.seek(start)
+                if armored:
+                    # Random access needs the binary layout: decode (and so
+                    # check) the whole armor now, into a spool of ciphertext.
+                    self._src = src = self._spool = _dearmor_to_spool(src)
+                    start = 0
+                header, rest = read_header(src)
+            else:
+                plain = _Source(src)
+                header, rest = read_header(plain)  # type: ignore[arg-type]
             key = unlock(header, identities=identities, file_key=file_key)
             if self._random:
                 src.seek(start + header.size)
@@ -269,7 +388,7 @@ class SealedReader(io.RawIOBase):
                 self._sealed = memoryview(bytearray(ENC_CHUNK_SIZE))
                 self._layout(src.seek(0, os.SEEK_END) - self._payload_start)
             else:
-                source = _Prefixed(src, rest)
+                source = _Prefixed(plain, rest)  # type: ignore[arg-type]
                 self._opener = ChunkOpener(payload_key(key, _read_nonce(source.readinto)))
                 self._chunks = _chunks(source.readinto, self._opener, recover=recover)
                 self._current = memoryview(b"")
@@ -444,8 +563,11 @@ class SealedReader(io.RawIOBase):
         if self._opener is not None:
             self._opener.wipe()
             self._opener = None
+        if self._spool is not None:
+            self._spool.close()
+            self._spool = None
         if self._owns:
-            self._src.close()
+            self._given.close()
 
     def close(self) -> None:
         if not self.closed:

@@ -28,7 +28,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from .armor import ArmorEncoder
 from .header import build_header
+from .scrypt import STANZA_TYPE as SCRYPT_TYPE
+from .scrypt import ScryptRecipient
 from .stanza import Recipient
 from .stream import (
     CHUNK_SIZE,
@@ -81,6 +84,8 @@ def _prepare(recipients: Iterable[Recipient | str], allow_mixed: bool) -> tuple[
     recipients = [_coerce(r) for r in recipients]
     if not recipients:
         raise ValueError("at least one recipient is required")
+    if len(recipients) > 1 and any(isinstance(r, ScryptRecipient) for r in recipients):
+        raise ValueError("a passphrase (scrypt) recipient must be the file's only recipient")
     kinds = {bool(getattr(r, "post_quantum", False)) for r in recipients}
     if len(kinds) > 1 and not allow_mixed:
         # As in age: adding a classical recipient would silently undo the
@@ -92,6 +97,9 @@ def _prepare(recipients: Iterable[Recipient | str], allow_mixed: bool) -> tuple[
     file_key = _new_file_key()
     try:
         stanzas = [stanza for r in recipients for stanza in r.wrap(file_key)]
+        if len(stanzas) > 1 and any(s.type == SCRYPT_TYPE for s in stanzas):
+            # age spec: an scrypt stanza is always alone (readers reject the file).
+            raise ValueError("a passphrase (scrypt) recipient must be the file's only recipient")
         return file_key, build_header(stanzas, file_key)
     except BaseException:
         _zero(file_key)
@@ -427,8 +435,18 @@ def encrypt_stream(
     recipients: Iterable[Recipient | str],
     *,
     allow_mixed: bool = False,
+    armor: bool = False,
 ) -> int:
-    """Seal everything read from ``src`` into ``dst``; return the bytes written."""
+    """Seal everything read from ``src`` into ``dst``; return the bytes written.
+
+    With ``armor=True`` the output is ASCII-armored (``age -a``), and the
+    count is of armored bytes.
+    """
+    if armor:
+        encoder = ArmorEncoder(dst)
+        encrypt_stream(src, encoder, recipients, allow_mixed=allow_mixed)  # type: ignore[arg-type]
+        encoder.close()
+        return encoder.written
     file_key, header = _prepare(recipients, allow_mixed)
     try:
         nonce = os.urandom(PAYLOAD_NONCE_SIZE)
@@ -472,9 +490,13 @@ def encrypt_stream(
 
 
 def seal_bytes(
-    data: bytes, recipients: Iterable[Recipient | str], *, allow_mixed: bool = False
+    data: bytes,
+    recipients: Iterable[Recipient | str],
+    *,
+    allow_mixed: bool = False,
+    armor: bool = False,
 ) -> bytes:
     """Seal a small byte string (a manifest, a test payload) in memory."""
     out = io.BytesIO()
-    encrypt_stream(io.BytesIO(data), out, recipients, allow_mixed=allow_mixed)
+    encrypt_stream(io.BytesIO(data), out, recipients, allow_mixed=allow_mixed, armor=armor)
     return out.getvalue()
