@@ -6,11 +6,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Audio without a sound card (PulseAudio null sinks reached by PortAudio through
-# ALSA's pulse plugin), a virtual display, speech for tests, the reference age tool.
+# ALSA's pulse plugin), a virtual display, speech for tests, the reference age tool,
+# Chromium for the browser test of `vet serve` (Playwright drives it; no download), and
+# a compiler with the Python headers for pyworld (the voice disguise), which PyPI ships
+# as source only.
 PACKAGES=(
   python3-venv xvfb xauth libgl1 libgl1-mesa-dri fonts-dejavu-core
   libportaudio2 pulseaudio pulseaudio-utils libasound2-plugins
-  espeak-ng sox age
+  espeak-ng sox age chromium
+  build-essential python3-dev
 )
 # typage (the peer implementation of post-quantum age) runs on Node.js.
 command -v node >/dev/null && command -v npm >/dev/null || PACKAGES+=(nodejs npm)

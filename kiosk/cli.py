@@ -156,6 +156,11 @@ def _sync(cfg: config_mod.KioskConfig, args: argparse.Namespace) -> int:
         store.close()
     print(f"acknowledged {result.acknowledged}, pending {result.pending}, rejected"
           f" {result.rejected}, purged {result.purged}, sent {result.sent_bytes} bytes")
+    if result.catalog_error is not None:
+        # The stories already installed keep playing; staff mode shows the same error.
+        print(f"catalog: refused ({result.catalog_error}); the current stories are kept")
+    elif result.catalog_version is not None:
+        print(f"catalog: version {result.catalog_version}")
     if result.error in ("not_enrolled", "device_broken"):
         print("kiosk sync: this kiosk is not enrolled (or its device files are broken):"
               " run `kiosk enrol --server URL --code CODE`", file=sys.stderr)

@@ -82,6 +82,13 @@ class SyncConfig:
     interval_s: float = 60.0
 
 
+@dataclass(frozen=True)
+class StoriesConfig:
+    #: Most bytes the published stories (audio and catalog) may take on this kiosk: a
+    #: catalog that does not fit is refused and the installed one kept.
+    quota_bytes: int = 2 * 1024**3
+
+
 MIN_CHUNK_BYTES = 64 * 1024
 MAX_CHUNK_BYTES = 64 * 1024 * 1024
 
@@ -107,6 +114,7 @@ class KioskConfig:
     staff: StaffConfig = field(default_factory=StaffConfig)
     display: DisplayConfig = field(default_factory=DisplayConfig)
     sync: SyncConfig = field(default_factory=SyncConfig)
+    stories: StoriesConfig = field(default_factory=StoriesConfig)
     #: Where the file came from, for messages; None for the built-in defaults.
     source: Path | None = None
 
@@ -140,6 +148,13 @@ def _chunk_bytes(key: str, value: Any) -> int:
             or not MIN_CHUNK_BYTES <= value <= MAX_CHUNK_BYTES):
         raise ConfigError(f"{key} must be a whole number of bytes from {MIN_CHUNK_BYTES} to"
                           f" {MAX_CHUNK_BYTES}, got {value!r} ({_type_name(value)})")
+    return value
+
+
+def _quota_bytes(key: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{key} must be a whole number of bytes > 0, got {value!r}"
+                          f" ({_type_name(value)})")
     return value
 
 
@@ -269,6 +284,7 @@ def parse(raw: dict[str, Any], *, base_dir: Path, source: Path | None = None) ->
         "retention_days": _non_negative_number, "chunk_bytes": _chunk_bytes,
         "connect_timeout_s": _positive_number, "read_timeout_s": _positive_number,
         "attempt_deadline_s": _positive_number, "interval_s": _positive_number})
+    values["stories"] = _section("stories", raw, StoriesConfig, {"quota_bytes": _quota_bytes})
     return KioskConfig(**values)
 
 

@@ -73,7 +73,7 @@ class KioskApp(App):
         self.tr = kivy_translator(cfg.languages[0])
         self.session: SessionController | None = None
         #: The published stories visitors listen to (a bad catalog is not shown).
-        self.library = StoryLibrary(cfg.data_dir, cfg.publisher_key)
+        self.library = StoryLibrary.from_config(cfg)
         self.library.load()
         self.visitor = VisitorMachine(idle_s=cfg.idle.warn_after_s)
         self.gesture = CornerGesture(*WINDOW_SIZE)
@@ -87,6 +87,11 @@ class KioskApp(App):
         self.walkthrough: Any = None
         #: Background sync (started in on_start if enrolled; staff's "Sync now" uses it).
         self.sync_worker = SyncWorker(cfg, store)
+        # A pass that installed a new catalog: load it on the UI thread (below).
+        self.sync_worker.on_pass.append(lambda result: Clock.schedule_once(
+            lambda _dt: self.catalog_changed(), 0) if getattr(
+                result, "catalog_installed", False) else None)
+        self._prompt_ids: list[str] = []
 
     def build(self) -> ScreenManager:
         # The screens' modules load their kv files on import: after ``tr`` exists.
@@ -128,7 +133,8 @@ class KioskApp(App):
         manager.add_widget(staff.StaffScreen(name=STAFF))
         manager.bind(current=lambda _m, name: self._screen_changed(name))
         prompts = load_prompts()
-        machine = SessionMachine(prompt_ids=[p.id for p in prompts],
+        self._prompt_ids = [p.id for p in prompts]
+        machine = SessionMachine(prompt_ids=self._prompt_ids,
                                  languages=self.cfg.languages,
                                  warn_after_s=self.cfg.idle.warn_after_s,
                                  discard_after_s=self.cfg.idle.discard_after_s)
@@ -137,6 +143,7 @@ class KioskApp(App):
             data_dir=self.cfg.data_dir, recipients=self.cfg.recipients,
             allow_mixed=self.cfg.allow_classic_recipients, words=load_words(WORDLIST),
             ui=self, call_on_main=lambda fn: Clock.schedule_once(lambda _dt: fn(), 0))
+        self._apply_catalog()
         Clock.schedule_interval(self._tick, TICK_S)
         return manager
 
@@ -284,10 +291,37 @@ class KioskApp(App):
             # a person uses the kiosk, where a full pass costs 80-200 ms mid-touch).
             gc.enable()
             gc.collect()
+            self.catalog_changed()
         else:
             gc.disable()
         for listener in list(self.on_screen):
             listener(name)
+
+    # -- the catalog ---------------------------------------------------------------------------
+    def catalog_changed(self) -> None:
+        """A sync may have installed a new catalog (this app's worker, or `kiosk sync`
+        in another process): load it, between sessions only (kiosk/stories/session.py)."""
+        if self.root is None or self.root.current != State.ATTRACT.value:
+            return  # the next attract screen comes back here
+        if self.library.changed_on_disk():
+            self.library.load()
+            logs.event(log, "catalog_reloaded", version=self.library.version)
+            self.refresh()
+        self._apply_catalog()
+
+    def _apply_catalog(self) -> None:
+        """The shown catalog's recipients and prompts, for the next defender session."""
+        from .stories.session import session_setup
+
+        session = self.session
+        if session is None or (session.custody is not None and not session.custody.closed):
+            return
+        setup = session_setup(recipients=self.cfg.recipients,
+                              allow_classic=self.cfg.allow_classic_recipients,
+                              catalog=self.library.catalog, default_prompts=self._prompt_ids)
+        if session.machine.use_prompts(setup.prompt_ids):
+            session.recipients = list(setup.recipients)
+            session.recipients_version = setup.recipients_version
 
     # -- the attract screen's two choices, and the language --------------------------------
     def choose_listen(self) -> None:

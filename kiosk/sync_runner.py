@@ -5,8 +5,16 @@ A pass: the outbox is reconciled with the files (kiosk/vault/sweep.py), then a
 heartbeat (queue depth, free disk, app version, the last error code: nothing
 personal), then every pending submission, oldest first, is uploaded and handed over
 (sync/client/push.py does that part, over the store through
-:class:`kiosk.vault.outbox.StoreOutbox`), then every acknowledged submission past
-``[sync] retention_days`` is purged, its receipt checked again first.
+:class:`kiosk.vault.outbox.StoreOutbox`), then the published catalog is pulled
+(kiosk/stories/pull.py: one 304 when nothing is new; a new signed catalog is verified
+against the pinned publishing key, its audio downloaded and checked, and installed
+atomically), then every acknowledged submission past ``[sync] retention_days`` is
+purged, its receipt checked again first.
+
+The catalog comes after the uploads and apart from them: a refused or unreachable
+catalog never stops an upload, never changes ``SyncResult.error`` (the uploads' own
+outcome), and never touches the installed stories; it goes to the library's
+``last_error.json`` for staff, and into ``SyncResult.catalog_error``.
 
 It never raises for network or server trouble: the :class:`SyncResult` says what
 happened, and ``sync-state.json`` keeps the last sync time and error for staff. A 401
@@ -48,6 +56,7 @@ from .device import (
     read_sync_state,
     write_sync_state,
 )
+from .stories.pull import CatalogOutcome, pull_catalog
 from .vault.outbox import IllegalMove, StoreOutbox
 from .vault.store import PENDING_STATES, Store
 from .vault.sweep import reconcile_outbox
@@ -55,6 +64,10 @@ from .vault.sweep import reconcile_outbox
 log = logging.getLogger("kiosk.sync")
 
 LOCK_FILE = "sync.lock"
+#: Upload outcomes after which the catalog is not tried in the same pass: the network
+#: is down or slow (it would only wait out its own timeouts), the service asked to slow
+#: down, or the app is stopping.
+_NO_CATALOG_AFTER = frozenset({"network", "deadline", "stopped", "rate_limited"})
 DISTRIBUTION = "idefendrights-kiosk"
 
 
@@ -85,6 +98,11 @@ class SyncResult:
     #: Bytes put in PATCH bodies in this pass (what went on the wire, chunks sent
     #: again included).
     sent_bytes: int = 0
+    #: The installed catalog's version after the pass (None: none), whether this pass
+    #: installed it, and why a catalog was refused or not fetched (a machine code).
+    catalog_version: int | None = None
+    catalog_installed: bool = False
+    catalog_error: str | None = None
 
 
 def app_version() -> str:
@@ -219,6 +237,17 @@ def _pass(cfg: KioskConfig, store: Store, data_dir: Path, *,
             error, revoked, retry_after = pushed.error, pushed.revoked, pushed.retry_after
             for submission_id, code in pushed.rejections:
                 logs.event(log, "sync_rejected", submission=submission_id, error=code)
+        catalog: CatalogOutcome | None = None
+        if not revoked and error not in _NO_CATALOG_AFTER:
+            report(PushProgress("catalog", *_figures(last[0])))
+            try:
+                catalog = pull_catalog(cfg, client, timeouts=timeouts, stop=stop)
+            except Exception as exc:  # a bug in the catalog code must not skip the purge
+                logs.event(log, "catalog_pull_crashed", error=type(exc).__name__)
+                log.debug("catalog pull crashed", exc_info=True)
+                catalog = CatalogOutcome("failed", error="internal_error")
+            if catalog.revoked:
+                error, revoked = "revoked", True
     purged = purged_first
     if not revoked:
         # Local work only: a pass that lost the network still purges what is due.
@@ -233,4 +262,7 @@ def _pass(cfg: KioskConfig, store: Store, data_dir: Path, *,
     report(PushProgress("done", *_figures(last[0])))
     return SyncResult(acknowledged=acknowledged, pending=pending, rejected=rejected + missing,
                       purged=purged, error=error, revoked=revoked, retry_after=retry_after,
-                      sent_bytes=sent)
+                      sent_bytes=sent,
+                      catalog_version=catalog.version if catalog is not None else None,
+                      catalog_installed=catalog is not None and catalog.installed,
+                      catalog_error=catalog.error if catalog is not None else None)

@@ -196,6 +196,9 @@ class SyncWorker:
         self.last_result: Any = None
         self.next_at: float | None = None
         self.niceness: int | None = None
+        #: Called on the worker thread after every pass with its result (the app hands
+        #: it to its UI thread, e.g. to load a catalog the pass installed).
+        self.on_pass: list[DoneCallback] = []
         #: When (time.monotonic()) the last pass started and ended; None: no pass yet.
         self.last_pass_started: float | None = None
         self.last_pass_ended: float | None = None
@@ -331,6 +334,8 @@ class SyncWorker:
                    error=result.error, seconds=round(time.monotonic() - began, 3))
         for _progress, done in attached:
             self._call(done, result)
+        for listener in list(self.on_pass):
+            self._call(listener, result)
         return result
 
     def _delay_after(self, result: Any) -> float:

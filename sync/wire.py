@@ -11,7 +11,13 @@ context::
      "parts": [{"name": "manifest.json.age", "sha256": "<64 hex>", "size": 1234}, ...],
      "recipients_version": 0,
      "submission_id": "<UUIDv7>",
-     "v": 1}
+     "v": 1,
+     "withdrawal_key": "<64 hex>" | null}
+
+``withdrawal_key`` is sync/withdrawal.py's deterministic scrypt of the defender's
+receipt code (null when the kiosk made no code): the service stores it with the
+submission so that ``POST /withdraw`` finds it; it names no person and the code itself
+never leaves the kiosk's screen.
 
 It holds nothing personal and nothing that changes between attempts (no upload URLs,
 no times): the kiosk rebuilds the same bytes from its store after any crash, Ed25519
@@ -79,6 +85,7 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 # No slashes, no leading dot, so it is safe as a file name on both ends.
 _PART_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,47}(\.json)?\.age")
 _DEVICE_ID = re.compile(r"dev-[0-9a-f]{16}")
+_WITHDRAWAL_KEY = re.compile(r"[0-9a-f]{64}")
 _RECEIVED_AT = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z")
 _MAX_INT = 2**53 - 1
 
@@ -189,6 +196,12 @@ def _parts(value: Any) -> tuple[PartEntry, ...]:
     return parts
 
 
+def _withdrawal_key(value: Any) -> str | None:
+    if value is not None and (not isinstance(value, str) or not _WITHDRAWAL_KEY.fullmatch(value)):
+        raise BadIndex("withdrawal_key must be null or 64 lower-case hex digits")
+    return value
+
+
 def _check_ids(submission_id: Any, device_id: Any) -> None:
     if not is_submission_id(submission_id):
         raise BadIndex("submission_id is not a UUIDv7")
@@ -214,19 +227,21 @@ class SubmissionIndex:
     device_id: str
     recipients_version: int
     parts: tuple[PartEntry, ...]
+    withdrawal_key: str | None = None
 
     def __post_init__(self) -> None:
         _check_ids(self.submission_id, self.device_id)
         _int(self.recipients_version, "recipients_version", minimum=0)
+        _withdrawal_key(self.withdrawal_key)
         names = [p.name for p in self.parts]
         if names != sorted(set(names)) or not 1 <= len(names) <= MAX_PARTS:
             raise BadIndex("parts must be 1 to 64 entries, sorted by name, each name once")
 
     @classmethod
     def build(cls, *, submission_id: str, device_id: str, recipients_version: int,
-              parts: list[PartEntry]) -> SubmissionIndex:
+              parts: list[PartEntry], withdrawal_key: str | None = None) -> SubmissionIndex:
         return cls(submission_id, device_id, recipients_version,
-                   tuple(sorted(parts, key=lambda p: p.name)))
+                   tuple(sorted(parts, key=lambda p: p.name)), withdrawal_key)
 
     def to_bytes(self) -> bytes:
         return canonical_json({
@@ -235,6 +250,7 @@ class SubmissionIndex:
             "recipients_version": self.recipients_version,
             "submission_id": self.submission_id,
             "v": FORMAT_VERSION,
+            "withdrawal_key": self.withdrawal_key,
         })
 
     def sign(self, key: SigningKey) -> SignedDocument:
@@ -244,14 +260,14 @@ class SubmissionIndex:
     @classmethod
     def parse(cls, data: bytes) -> SubmissionIndex:
         document = _load(data, "index")
-        _fields(document, {"device_id", "parts", "recipients_version", "submission_id", "v"},
-                "index")
+        _fields(document, {"device_id", "parts", "recipients_version", "submission_id", "v",
+                           "withdrawal_key"}, "index")
         if document["v"] != FORMAT_VERSION or type(document["v"]) is not int:
             raise BadIndex(f"index version must be {FORMAT_VERSION}")
         _check_ids(document["submission_id"], document["device_id"])
         return cls(document["submission_id"], document["device_id"],
                    _int(document["recipients_version"], "recipients_version", minimum=0),
-                   _parts(document["parts"]))
+                   _parts(document["parts"]), _withdrawal_key(document["withdrawal_key"]))
 
     @classmethod
     def verify(cls, signed: SignedDocument, key: VerifyKey) -> SubmissionIndex:

@@ -18,6 +18,7 @@ from kiosk.textlayout import shape
 from kiosk.vault.store import SUBMITTED, Store
 from sync.envelope import open_bytes, open_sealed
 from sync.envelope.mlkem import MlkemIdentity
+from sync.withdrawal import withdrawal_key
 from tests.harness.fswatch import FsWatch, kiosk_data_violations
 from tests.harness.kiosk_app import KioskProcess, png_pixels
 from tests.harness.pulse import VirtualAudio, read_wav
@@ -135,10 +136,13 @@ def test_a_complete_session_is_sealed_and_submitted(session, team) -> None:
     try:
         assert store.submission_state(submission_dir.name) == SUBMITTED
         stored_hash = store.receipt_hash(submission_dir.name)
+        stored_key = store.withdrawal_key(submission_dir.name)
     finally:
         store.close()
     # The receipt code shown matches the slow hash stored; the code itself is nowhere.
     assert verify_code(session["code"], stored_hash)
+    # And the deterministic key the index carries for POST /withdraw is the code's.
+    assert stored_key == withdrawal_key(session["code"].upper().replace("-", " "))
     manifest = json.loads(open_bytes((submission_dir / "manifest.json.age").read_bytes(),
                                      [team]))
     assert manifest["name"] == NAME and manifest["display_name"] == NAME

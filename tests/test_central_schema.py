@@ -7,6 +7,7 @@ response matching its declared schema, headers and content type.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections import Counter
 from pathlib import Path
@@ -26,8 +27,17 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
+from sync import catalog as catalog_format
 from sync.central.app import create_app
-from sync.central.core import Settings, hash_secret, init, make_enrol_code, normalise_code
+from sync.central.core import (
+    Settings,
+    hash_secret,
+    init,
+    make_enrol_code,
+    normalise_code,
+    set_publisher_key,
+)
+from sync.envelope import X25519Identity
 from sync.signing import SigningKey
 from sync.wire import encode_metadata
 from tests.harness.central import index_body, new_submission_id, signed_index, tus_upload
@@ -35,12 +45,15 @@ from tests.harness.central import index_body, new_submission_id, signed_index, t
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
           response_schema_conformance, response_headers_conformance]
 EXAMPLES = 30
-VETTER_PATHS = ("/api/v1/queue", "/api/v1/submissions/{submission_id}/parts/{name}")
+VETTER_PATHS = ("/api/v1/queue", "/api/v1/submissions/{submission_id}/parts/{name}",
+                "/api/v1/submissions/{submission_id}/state", "/api/v1/catalog")
+#: Vetter-only operations among paths that devices may also read (GET).
+VETTER_WRITES = ("PUT /api/v1/stories/{story_id}.ogg", "PUT /api/v1/catalog")
 
 
-@schemathesis.serializer("application/offset+octet-stream")
+@schemathesis.serializer("application/offset+octet-stream", "audio/ogg")
 def _octets(ctx: Any, value: Any) -> bytes:
-    # tus PATCH bodies are raw bytes; the schema says "string, format binary".
+    # tus PATCH bodies and story audio are raw bytes; the schema says "string, binary".
     if isinstance(value, bytes):
         return value
     return str(value).encode("utf-8")
@@ -72,8 +85,27 @@ def _service(tmp_path: Path) -> tuple[Any, dict[str, str]]:
         "Authorization": f"Bearer {body['token']}", "Tus-Resumable": "1.0.0",
         "Upload-Length": "100000",
         "Upload-Metadata": encode_metadata({"submission_id": sid, "part": "a2.age"})})
+    # A published story and a signed catalog, so the public routes find real ones.
+    publisher = SigningKey.generate()
+    set_publisher_key(svc.meta, publisher.verify_key)
+    audio = b"OggS" + b"\x00" * 400
+    vet = {"Authorization": f"Bearer {vetter}"}
+    assert client.put("/api/v1/stories/story-1.ogg", content=audio, headers={
+        **vet, "Content-Type": "audio/ogg",
+        "X-Content-SHA256": hashlib.sha256(audio).hexdigest()}).status_code == 201
+    data = catalog_format.build(catalog_format.Catalog(
+        version=1, issued_at="2026-11-28T10:00:00Z", recipients=(
+            str(X25519Identity.generate().recipient()),), prompts=("journey",),
+        stories=(catalog_format.Story(
+            id="story-1", title="A story", display_name="Anonymous", country="KE",
+            region="Africa", themes=("land",), language="en", duration_s=1.0,
+            transcript="", audio_sha256=hashlib.sha256(audio).hexdigest(), size=len(audio),
+            url="stories/story-1.ogg"),)))
+    assert client.put("/api/v1/catalog", headers=vet, json={
+        "catalog": data.decode(), "signature": catalog_format.sign(data, publisher)}
+    ).status_code == 201
     fixed = {"upload_id": reply.headers["location"].rsplit("/", 1)[1],
-             "submission_id": sid, "name": "a1.age"}
+             "submission_id": sid, "name": "a1.age", "story_id": "story-1"}
     return app, {"device": body["token"], "vetter": vetter}, fixed
 
 
@@ -111,7 +143,9 @@ def test_api_conforms_to_its_schema(tmp_path: Path, mode: GenerationMode) -> Non
     for result in schema.get_all_operations():
         operation = result.ok()
         operations += 1
-        token = tokens["vetter" if operation.path in VETTER_PATHS else "device"]
+        vetter = (f"{operation.method.upper()} {operation.path}" in VETTER_WRITES
+                  or (operation.path in VETTER_PATHS and operation.path != "/api/v1/catalog"))
+        token = tokens["vetter" if vetter else "device"]
 
         names = {p.name for p in operation.path_parameters}
         variants: list[dict[str, str] | None] = [None]

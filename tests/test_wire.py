@@ -65,6 +65,12 @@ def test_index_signature_by_another_key_or_context_is_refused() -> None:
     lambda d: d.pop("recipients_version"),
     lambda d: d.update(v=2),
     lambda d: d.update(parts=list(reversed(d["parts"]))),
+    lambda d: d.pop("withdrawal_key"),
+    lambda d: d.update(withdrawal_key="A" * 64),
+    lambda d: d.update(withdrawal_key="a" * 63),
+    lambda d: d.update(withdrawal_key=""),
+    lambda d: d.update(withdrawal_key=7),
+    lambda d: d.update(withdrawal_key="meadow teapot otter violin"),
 ])
 def test_malformed_indexes_are_refused(mutate) -> None:
     document = json.loads(_index().to_bytes())
@@ -72,6 +78,20 @@ def test_malformed_indexes_are_refused(mutate) -> None:
     data = json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
     with pytest.raises(BadIndex):
         SubmissionIndex.parse(data)
+
+
+def test_index_carries_the_withdrawal_key_or_null() -> None:
+    key = SigningKey.generate()
+    plain = json.loads(_index().to_bytes())
+    assert plain["withdrawal_key"] is None  # present, null: one text per document
+    with_key = _index(withdrawal_key="c" * 64).sign(key)
+    assert json.loads(with_key.data)["withdrawal_key"] == "c" * 64
+    assert SubmissionIndex.verify(with_key, key.verify_key).withdrawal_key == "c" * 64
+    assert SubmissionIndex.parse(_index().to_bytes()).withdrawal_key is None
+    # The key is part of what is signed: another key is another index.
+    assert with_key.data != _index(withdrawal_key="d" * 64).sign(key).data
+    with pytest.raises(BadIndex, match="withdrawal_key"):
+        _index(withdrawal_key="not hex")
 
 
 def test_non_canonical_and_duplicate_keys_are_refused() -> None:

@@ -18,6 +18,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from sync.withdrawal import withdrawal_key
+
 from .. import logs
 from ..audio.devices import AudioDeviceError
 from ..audio.meters import MeterReading
@@ -58,6 +60,10 @@ class SessionController:
         self.store = store
         self.data_dir = data_dir
         self.recipients = list(recipients)
+        #: The catalog version ``recipients`` came from (0: the config). The app sets
+        #: both between sessions only (kiosk/stories/session.py); a session keeps the
+        #: recipients it started with.
+        self.recipients_version = 0
         self.allow_mixed = allow_mixed
         self.words = list(words)
         self.ui = ui
@@ -143,7 +149,8 @@ class SessionController:
         if self.custody is None or self.custody.closed:
             self.custody = SessionCustody(data_dir=self.data_dir, store=self.store,
                                           recipients=self.recipients,
-                                          allow_mixed=self.allow_mixed)
+                                          allow_mixed=self.allow_mixed,
+                                          recipients_version=self.recipients_version)
         return self.custody
 
     def _do_StartTake(self, out: m.StartTake) -> None:
@@ -244,8 +251,10 @@ class SessionController:
             code = new_code(self.words)
             self.seal_progress = 1
             receipt_hash = hash_code(code)
+            # The same code's deterministic key, for the service (POST /withdraw).
+            key = withdrawal_key(code)
             self.seal_progress = 2
-            path = custody.submit(manifest, receipt_hash=receipt_hash)
+            path = custody.submit(manifest, receipt_hash=receipt_hash, withdrawal_key=key)
             self.seal_progress = 3
         except Exception as exc:
             logs.event(log, "submit_failed", error=type(exc).__name__)

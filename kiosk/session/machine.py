@@ -188,6 +188,23 @@ class SessionMachine:
         self._discard_after_s = float(discard_after_s)
         self._reset()
 
+    def use_prompts(self, prompt_ids: Sequence[str]) -> bool:
+        """Ask ``prompt_ids`` from the next session on (a new signed catalog's).
+
+        Only between sessions: on the attract screen, with nothing under way; False
+        (and nothing changes) otherwise, so a session never changes its questions.
+        """
+        prompts = tuple(prompt_ids)
+        if not 3 <= len(prompts) <= 5 or len(set(prompts)) != len(prompts) or not all(
+                isinstance(p, str) and p for p in prompts):
+            raise ValueError("a session asks 3 to 5 unique questions")
+        if self._state is not State.ATTRACT or self._overlay is not Overlay.NONE:
+            return False
+        if prompts != self._prompt_ids:
+            self._prompt_ids = prompts
+            self._clear_personal()
+        return True
+
     def _reset(self) -> None:
         """Back to a fresh session at the attract screen: nothing of anyone is kept."""
         self._state = State.ATTRACT

@@ -2,8 +2,14 @@
 
 The code is shown once, on the receipt screen; it lets its holder withdraw the
 submission later. The kiosk never stores it: the screens' controller stores only
-``hash_code(code)`` with the submission, and the service checks a code that someone
-presents with ``verify_code``.
+``hash_code(code)`` (salted, for a check on this kiosk with ``verify_code``) and
+``sync.withdrawal.withdrawal_key(code)`` (deterministic, sent in the submission index so
+that the service finds the submission when the code is presented to ``POST /withdraw``).
+
+What counts as the same code is decided once, by ``sync.withdrawal.normalise_code``,
+for both ends: :func:`normalise` only writes its words with dashes (the form
+``hash_code`` has always hashed), so a code the service would match is a code this
+kiosk would match, and the reverse.
 """
 
 from __future__ import annotations
@@ -16,12 +22,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
 
+from sync.withdrawal import normalise_code
+
 from ..slowhash import matches, slow_hash
 
 WORDS_PER_CODE: Final = 4
 MIN_WORDS: Final = 1024
 _WORD = re.compile(r"[a-z]{3,8}")
-_SEPARATORS = re.compile(r"[\s\-.,]+")
 
 _SYSTEM_RANDOM: Final = secrets.SystemRandom()
 
@@ -60,10 +67,8 @@ def normalise(code: str) -> str:
     """The canonical form of a code as a person may type it: "River Lamp  sugar-north"."""
     if not isinstance(code, str):
         raise ValueError("a receipt code is text")
-    words = [w for w in _SEPARATORS.split(code.strip().lower()) if w]
-    if len(words) != WORDS_PER_CODE or not all(w.isascii() and w.isalpha() for w in words):
-        raise ValueError(f"a receipt code is {WORDS_PER_CODE} words")
-    return "-".join(words)
+    # sync.withdrawal decides which texts are the same code (ValueError otherwise).
+    return normalise_code(code).replace(" ", "-")
 
 
 def hash_code(code: str, *, salt: bytes | None = None) -> str:

@@ -140,12 +140,13 @@ def gather(cfg: KioskConfig, *, store: Store, library: Library | None = None,
     """Everything staff see, as of ``now`` (default: the wall clock)."""
     data_dir = Path(cfg.data_dir)
     version, stories, catalog_error = _catalog(library)
+    recipients, recipients_version = _recipients(cfg, library)
     last_sync_at, last_sync_error, revoked, last_attempt_at = _sync_state(data_dir)
     device_id, device_error, enrolled_url = _device(data_dir)
     return StaffFacts(
         data_dir=str(data_dir), server_url=cfg.server_url,
         submissions=submission_counts(store),
-        sealing=sealing_status(cfg.recipients),
+        sealing={**sealing_status(recipients), "recipients_version": recipients_version},
         catalog_version=version, catalog_stories=stories, catalog_error=catalog_error,
         last_sync_at=last_sync_at, last_sync_error=last_sync_error,
         free_disk_bytes=_free_disk(data_dir),
@@ -190,6 +191,23 @@ def _catalog(library: Library | None) -> tuple[int | None, int | None, str | Non
     except Exception as exc:  # whatever it is, staff are told instead
         return None, None, f"catalog unreadable ({type(exc).__name__})"
     return version, stories, _error_text(error)
+
+
+def _recipients(cfg: KioskConfig, library: Library | None) -> tuple[tuple[str, ...], int]:
+    """What the next session seals to, and the catalog version it came from (0: the
+    config), as kiosk/stories/session.py decides it."""
+    from ..stories.session import session_setup
+
+    try:
+        catalog = getattr(library, "catalog", None)
+        if catalog is not None and not hasattr(catalog, "recipients"):
+            catalog = None
+        setup = session_setup(recipients=cfg.recipients,
+                              allow_classic=cfg.allow_classic_recipients, catalog=catalog,
+                              default_prompts=())
+    except Exception:  # the staff screen opens whatever the catalog holds
+        return tuple(cfg.recipients), 0
+    return setup.recipients, setup.recipients_version
 
 
 def _error_text(error: object) -> str | None:

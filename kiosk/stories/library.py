@@ -50,7 +50,7 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -83,6 +83,8 @@ COMMIT_DIR = ".commit"
 AUDIO_SUFFIX = ".ogg"
 #: Free disk an install must leave: recordings come before stories.
 DEFAULT_MIN_FREE_BYTES = 256 * 1024 * 1024
+#: Most bytes the stories may take unless the config says (``[stories] quota_bytes``).
+DEFAULT_QUOTA_BYTES = 2 * 1024**3
 _CHUNK = 1024 * 1024
 _MAX_SIGNATURE_BYTES = 4096
 
@@ -93,6 +95,16 @@ class NotPinned(CatalogError):
 
 class StorageError(CatalogError):
     """The disk refused a read or write (full, read-only, I/O error)."""
+
+
+class QuotaExceeded(StorageError):
+    """The catalog's stories would take more than ``[stories] quota_bytes``."""
+
+
+class MixedRecipients(CatalogError):
+    """The catalog mixes post-quantum and classic recipients and the config does not
+    allow it (``allow_classic_recipients``): sealing to it would undo the post-quantum
+    protection, so the catalog is refused and the installed one kept."""
 
 
 def error_code(exc: BaseException) -> str:
@@ -107,6 +119,10 @@ def error_code(exc: BaseException) -> str:
         return "stale_catalog"
     if isinstance(exc, BadAudio):
         return "audio_missing" if exc.missing else "audio_mismatch"
+    if isinstance(exc, QuotaExceeded):
+        return "quota_exceeded"
+    if isinstance(exc, MixedRecipients):
+        return "mixed_recipients"
     if isinstance(exc, StorageError):
         return "storage"
     if isinstance(exc, CatalogError):
@@ -161,7 +177,7 @@ class LastError:
 
     code: str
     at: str
-    #: "install" or "load".
+    #: "install", "load" or "sync" (fetching a new catalog and its audio).
     during: str
     story_id: str | None = None
     version: int | None = None
@@ -235,13 +251,25 @@ class StoryLibrary:
 
     def __init__(self, data_dir: Path, publisher_key: str | None, *,
                  clock: Callable[[], datetime] = _utc_now,
-                 min_free_bytes: int = DEFAULT_MIN_FREE_BYTES) -> None:
+                 min_free_bytes: int = DEFAULT_MIN_FREE_BYTES,
+                 quota_bytes: int = DEFAULT_QUOTA_BYTES) -> None:
         self.data_dir = Path(data_dir)
         self.directory = self.data_dir / STORIES_DIR
         self.publisher_key = publisher_key
         self._clock = clock
         self._min_free_bytes = min_free_bytes
+        self.quota_bytes = quota_bytes
         self._snapshot = _Snapshot()
+        #: (inode, size, mtime) of catalog.json when the snapshot was made: another
+        #: process (``kiosk sync --once``) may install a newer one meanwhile.
+        self._seen: tuple[int, int, int] | None = None
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> StoryLibrary:
+        """The library of a :class:`kiosk.config.KioskConfig` (its quota included)."""
+        stories = getattr(cfg, "stories", None)
+        quota = getattr(stories, "quota_bytes", DEFAULT_QUOTA_BYTES)
+        return cls(cfg.data_dir, cfg.publisher_key, quota_bytes=quota)
 
     # ---------------------------------------------------------------- reads for screens
 
@@ -308,6 +336,43 @@ class StoryLibrary:
             self._recover()
             installed = self._installed_catalog(self.publisher_key)
         return installed[1].version if installed is not None else None
+
+    def installed(self) -> tuple[bytes, Catalog] | None:
+        """The installed catalog's exact bytes and content if it verifies with the
+        pinned key (its audio is not checked); None otherwise."""
+        if not self.publisher_key or not (self.directory / CATALOG_FILE).exists():
+            return None
+        with self._locked():
+            self._recover()
+            return self._installed_catalog(self.publisher_key)
+
+    def changed_on_disk(self) -> bool:
+        """Whether catalog.json changed since this library last loaded or installed it
+        (another process installed a catalog): the app then loads again."""
+        return self._stat() != self._seen
+
+    def _stat(self) -> tuple[int, int, int] | None:
+        try:
+            st = os.stat(self.directory / CATALOG_FILE)
+        except OSError:
+            return None
+        return st.st_ino, st.st_size, st.st_mtime_ns
+
+    def record_error(self, exc: BaseException, *, during: str = "sync") -> None:
+        """Keep ``exc`` as the last error for staff (a refused or unreachable catalog
+        found while syncing, before any install was tried)."""
+        self._record(exc, during=during)
+
+    def record_error_code(self, code: str, *, during: str = "sync") -> None:
+        """Keep a machine code (``network``, ``server_error``...) as the last error."""
+        self._record_code(code, during=during)
+
+    def clear_error(self) -> None:
+        """The catalog on the service is the installed one: no sync or install error is
+        left to show (a load error, a damaged file, stays until the next load)."""
+        last = self.last_error()
+        if last is not None and last.during in ("sync", "install"):
+            self._clear_error()
 
     def last_error(self) -> LastError | None:
         try:
@@ -377,6 +442,7 @@ class StoryLibrary:
                     continue
                 shown.append(story)
         self._snapshot = _Snapshot.of(catalog, tuple(shown))
+        self._seen = self._stat()
         for problem in problems:
             logs.event(log, "story_left_out", story=problem.story_id, code=problem.code)
         if problems:
@@ -391,11 +457,18 @@ class StoryLibrary:
     # ---------------------------------------------------------------------- install
 
     def install(self, catalog_bytes: bytes, sig_text: str,
-                audio_files: Mapping[str, str | os.PathLike[str]]) -> InstallResult:
+                audio_files: Mapping[str, str | os.PathLike[str]], *,
+                move: bool = False) -> InstallResult:
         """Check everything, then replace the installed catalog atomically.
 
         ``audio_files`` maps story ids to files to copy in; a story not in it keeps the
-        file it has (checked against the new catalog's size and SHA-256). On any failure
+        file it has (checked against the new catalog's size and SHA-256). ``move``:
+        the files are renamed in instead of copied (the catalog puller's downloads,
+        on the same file system: a story is then never written twice); they are
+        checked after the rename, so the bytes checked are still the bytes kept.
+        Stories that left the catalog are deleted with their audio in the same
+        switch (a takedown). A catalog whose stories would take more than
+        :attr:`quota_bytes` is refused (:class:`QuotaExceeded`). On any failure
         the installed stories stay as they were, the error is recorded for staff
         (:meth:`last_error`) and raised: :class:`NotPinned`, ``BadSignature``,
         ``Malformed``, ``StaleCatalog``, ``BadAudio`` or :class:`StorageError`, all
@@ -404,7 +477,8 @@ class StoryLibrary:
         try:
             with self._locked(create=True):
                 self._recover()
-                result = self._install(bytes(catalog_bytes), sig_text, audio_files)
+                result = self._install(bytes(catalog_bytes), sig_text, audio_files,
+                                       move=move)
         except CatalogError as exc:
             self._record(exc, during="install")
             raise
@@ -420,7 +494,8 @@ class StoryLibrary:
         return result
 
     def _install(self, data: bytes, sig_text: str,
-                 audio_files: Mapping[str, str | os.PathLike[str]]) -> InstallResult:
+                 audio_files: Mapping[str, str | os.PathLike[str]], *,
+                 move: bool = False) -> InstallResult:
         key = self._pinned_key()
         catalog = catalog_mod.verify(data, sig_text, key)
         check_for_kiosk(catalog)
@@ -433,11 +508,11 @@ class StoryLibrary:
         previous = current[1] if current is not None else None
         if not unchanged:
             catalog_mod.check_newer(catalog, previous.version if previous else None)
-        self._check_room(catalog, len(data), audio_files)
+        self.check_room(catalog, len(data), () if move else audio_files)
 
         staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=self.directory))
         try:
-            replaced = self._stage(catalog, data, sig_text, audio_files, staging)
+            replaced = self._stage(catalog, data, sig_text, audio_files, staging, move=move)
             os.rename(staging, self.directory / COMMIT_DIR)  # the commit point
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
@@ -445,6 +520,7 @@ class StoryLibrary:
         fsync_dir(self.directory)
         self._finish_commit()
         self._snapshot = _Snapshot.of(catalog, catalog.stories)
+        self._seen = self._stat()
 
         old_ids = {s.id for s in previous.stories} if previous else set()
         added = tuple(s.id for s in catalog.stories if s.id not in old_ids)
@@ -454,19 +530,31 @@ class StoryLibrary:
             added=added, removed=removed,
             replaced=tuple(i for i in replaced if i in old_ids), unchanged=unchanged)
 
-    def _check_room(self, catalog: Catalog, catalog_size: int,
-                    audio_files: Mapping[str, str | os.PathLike[str]]) -> None:
-        needed = catalog_size + sum(s.size for s in catalog.stories if s.id in audio_files)
-        free = shutil.disk_usage(self.directory).free
+    def check_room(self, catalog: Catalog, catalog_size: int,
+                   to_write: Iterable[str]) -> None:
+        """:class:`QuotaExceeded` if ``catalog``'s stories and the catalog itself take
+        more than :attr:`quota_bytes`; :class:`StorageError` if writing the stories in
+        ``to_write`` (ids) would leave less free disk than recordings need."""
+        total = catalog_size + sum(s.size for s in catalog.stories)
+        if total > self.quota_bytes:
+            raise QuotaExceeded(
+                f"catalog version {catalog.version} takes {total} bytes, more than the"
+                f" {self.quota_bytes} allowed for stories on this kiosk"
+                " ([stories] quota_bytes); the installed stories are kept")
+        wanted = set(to_write)
+        needed = catalog_size + sum(s.size for s in catalog.stories if s.id in wanted)
+        where = self.directory if self.directory.is_dir() else self.data_dir
+        free = shutil.disk_usage(where).free
         if free - needed < self._min_free_bytes:
             raise StorageError(
                 f"not enough free disk for the stories: {needed} bytes needed, {free} free,"
                 f" and {self._min_free_bytes} are kept for recordings")
 
     def _stage(self, catalog: Catalog, data: bytes, sig_text: str,
-               audio_files: Mapping[str, str | os.PathLike[str]], staging: Path) -> list[str]:
-        """Copy and check every story's audio and write the catalog into ``staging``;
-        return the ids whose audio is copied in."""
+               audio_files: Mapping[str, str | os.PathLike[str]], staging: Path, *,
+               move: bool = False) -> list[str]:
+        """Copy (or move) and check every story's audio and write the catalog into
+        ``staging``; return the ids whose audio is brought in."""
         copied: list[str] = []
         for story in catalog.stories:
             source = audio_files.get(story.id)
@@ -474,7 +562,16 @@ class StoryLibrary:
                 # Kept from before: it must match this catalog's size and hash too.
                 self._check_file(story, self.audio_path(story))
                 continue
-            self._copy_checked(story, Path(source), staging / f"{story.id}{AUDIO_SUFFIX}")
+            target = staging / f"{story.id}{AUDIO_SUFFIX}"
+            if move:
+                try:
+                    os.rename(source, target)
+                except FileNotFoundError:
+                    raise BadAudio(story.id, "the audio file given does not exist",
+                                   missing=True) from None
+                self._check_file(story, target)
+            else:
+                self._copy_checked(story, Path(source), target)
             copied.append(story.id)
         _write_durably(staging / SIGNATURE_FILE, sig_text.strip().encode("ascii") + b"\n")
         _write_durably(staging / CATALOG_FILE, data)
@@ -657,11 +754,14 @@ def _write_durably(path: Path, data: bytes, *, replace: bool = False) -> None:
 
 __all__ = [
     "DEFAULT_MIN_FREE_BYTES",
+    "DEFAULT_QUOTA_BYTES",
     "Highlight",
     "InstallResult",
     "LastError",
     "LoadResult",
+    "MixedRecipients",
     "NotPinned",
+    "QuotaExceeded",
     "StorageError",
     "StoryLibrary",
     "StoryProblem",

@@ -74,7 +74,8 @@ class SessionCustody:
 
     def __init__(self, *, data_dir: Path, store: Store, recipients: Iterable[Any],
                  allow_mixed: bool = False, submission_id: str | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 recipients_version: int = 0) -> None:
         self.submission_id = submission_id or new_submission_id()
         self.directory = data_dir / OUTBOX / self.submission_id
         self.store = store
@@ -86,6 +87,8 @@ class SessionCustody:
             # Refused here, before anything is recorded, rather than at every take.
             raise ValueError("refusing to mix post-quantum and classic recipients")
         self.allow_mixed = allow_mixed
+        #: Where ``recipients`` came from: the signed catalog's version, 0 the config.
+        self.recipients_version = recipients_version
         self.clock = clock
         self._lock = threading.RLock()
         self._keys: dict[str, bytearray] = {}
@@ -215,13 +218,16 @@ class SessionCustody:
             self.store.delete_submission(self.submission_id)
         logs.event(log, "session_discarded", submission=self.submission_id)
 
-    def submit(self, manifest: Mapping[str, Any], *, receipt_hash: str | None = None) -> Path:
+    def submit(self, manifest: Mapping[str, Any], *, receipt_hash: str | None = None,
+               withdrawal_key: str | None = None) -> Path:
         """Seal ``manifest`` with the parts' metadata, commit, drop every key.
 
         Returns the sealed manifest's path. The manifest holds what the defender gave
         (name or "Anonymous", consent, answers' metadata...): it exists in clear only
         in RAM and is written sealed to the same recipients as the parts.
-        ``receipt_hash`` (a slow hash of the receipt code) is committed with the row.
+        ``receipt_hash`` (a slow hash of the receipt code) and ``withdrawal_key``
+        (sync.withdrawal's key of the same code, which the submission index carries)
+        are committed with the row.
         """
         with self._lock:
             self._check_open()
@@ -236,7 +242,9 @@ class SessionCustody:
             del document
             self.store.mark_submitted(self.submission_id, manifest_size=sealed.size,
                                       manifest_sha256=sealed.sha256, now=self.clock(),
-                                      receipt_hash=receipt_hash)
+                                      receipt_hash=receipt_hash,
+                                      withdrawal_key=withdrawal_key,
+                                      recipients_version=self.recipients_version)
             self._closed = "submitted"
         self._revoke()
         with self._lock:

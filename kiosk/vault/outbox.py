@@ -115,7 +115,9 @@ def receipt_holds(store: Store, row: OutboxRow, service_key: VerifyKey | None) -
         parts = [PartEntry(f.name, f.size, f.sha256)
                  for f in submission_files(Path("."), store, row.submission_id)]
         index = SubmissionIndex.build(submission_id=row.submission_id, device_id=device_id,
-                                      recipients_version=0, parts=parts)
+                                      recipients_version=store.recipients_version(
+                                          row.submission_id), parts=parts,
+                                      withdrawal_key=store.withdrawal_key(row.submission_id))
         Receipt.verify(signed, service_key, expect_index=SignedDocument(index.to_bytes(), ""))
     except (BadIndex, ValueError):
         return False
@@ -161,7 +163,9 @@ class StoreOutbox:
     # -- sync.client.push.Outbox --------------------------------------------------------
     def pending(self) -> list[Pending]:
         return [Pending(row.submission_id, row.state,
-                        submission_files(self.data_dir, self.store, row.submission_id))
+                        submission_files(self.data_dir, self.store, row.submission_id),
+                        self.store.withdrawal_key(row.submission_id),
+                        recipients_version=self.store.recipients_version(row.submission_id))
                 for row in self.store.outbox_rows(PENDING_STATES)]
 
     def upload_url(self, submission_id: str, name: str) -> str | None:

@@ -111,6 +111,16 @@ class Store:
         # be matched later; the code itself is never stored. Added to older stores too.
         if "receipt_hash" not in self.db["submissions"].columns_dict:
             self.db["submissions"].add_column("receipt_hash", str)
+        # sync.withdrawal's deterministic key of the same code, sent in the submission
+        # index so that the service can match a withdrawal (issue 12). Not personal; the
+        # code itself is never stored. Added to older stores too (NULL: no key was made).
+        if "withdrawal_key" not in self.db["submissions"].columns_dict:
+            self.db["submissions"].add_column("withdrawal_key", str)
+        # The signed catalog version whose recipients the submission was sealed to (0:
+        # the config's), for the submission index (issue 12, catalog sync). NULL in
+        # older stores means 0.
+        if "recipients_version" not in self.db["submissions"].columns_dict:
+            self.db["submissions"].add_column("recipients_version", int)
         self.db["parts"].create({
             "submission_id": str, "name": str, "prompt_id": str, "duration_s": float,
             "sample_rate": int, "frames": int, "overflows": int, "size": int,
@@ -156,11 +166,15 @@ class Store:
 
     def mark_submitted(self, submission_id: str, *, manifest_size: int,
                        manifest_sha256: str, now: float,
-                       receipt_hash: str | None = None) -> None:
+                       receipt_hash: str | None = None,
+                       withdrawal_key: str | None = None,
+                       recipients_version: int = 0) -> None:
         with self._lock, self.db.atomic():
             self.db["submissions"].update(submission_id, {
                 "state": SUBMITTED, "submitted_at": now, "manifest_size": manifest_size,
-                "manifest_sha256": manifest_sha256, "receipt_hash": receipt_hash})
+                "manifest_sha256": manifest_sha256, "receipt_hash": receipt_hash,
+                "withdrawal_key": withdrawal_key,
+                "recipients_version": recipients_version})
             # Same transaction: a submitted submission is never outside the outbox.
             self.db.execute(
                 "insert or ignore into outbox (submission_id, state, entered_at, updated_at,"
@@ -181,6 +195,20 @@ class Store:
             rows = list(self.db.query("select receipt_hash from submissions where id = ?",
                                       [submission_id]))
         return rows[0]["receipt_hash"] if rows else None
+
+    def withdrawal_key(self, submission_id: str) -> str | None:
+        """The key the submission index carries (None if the kiosk made none)."""
+        with self._lock:
+            rows = list(self.db.query("select withdrawal_key from submissions where id = ?",
+                                      [submission_id]))
+        return rows[0]["withdrawal_key"] if rows else None
+
+    def recipients_version(self, submission_id: str) -> int:
+        """The catalog version whose recipients it was sealed to (0: the config's)."""
+        with self._lock:
+            rows = list(self.db.query("select recipients_version from submissions"
+                                      " where id = ?", [submission_id]))
+        return int(rows[0]["recipients_version"] or 0) if rows else 0
 
     def submission_state(self, submission_id: str) -> str | None:
         with self._lock:

@@ -1,4 +1,5 @@
-"""The ``central`` command: init, serve, enrol-code, devices, revoke, vetter add, audit verify.
+"""The ``central`` command: init, serve, enrol-code, devices, revoke, vetter add, audit verify,
+set-publisher-key, status.
 
 A command that makes a code or a token prints it alone on the last line, so scripts can
 take ``tail -n 1``. Errors go to stderr with exit code 2. Nothing here logs a secret.
@@ -13,6 +14,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from sync.signing import VerifyKey
+
 from .core import (
     DEFAULT_MAX_UPLOAD,
     Central,
@@ -24,6 +27,8 @@ from .core import (
     make_vetter_token,
     normalise_code,
     parse_duration,
+    parse_publisher_key,
+    set_publisher_key,
 )
 from .storage.audit_chain import first_broken
 from .storage.base import AuditEvent
@@ -40,6 +45,13 @@ def _duration(text: str) -> float:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _publisher_key(text: str) -> VerifyKey:
+    try:
+        return parse_publisher_key(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="central",
                                      description="I Defend Rights central vetting queue.")
@@ -50,7 +62,14 @@ def _parser() -> argparse.ArgumentParser:
         cmd.add_argument("--data", type=Path, required=True, metavar="DIR")
         return cmd
 
-    add("init", "create a data directory and the service key; print the public key last")
+    init_cmd = add("init", "create a data directory and the service key; print the public"
+                           " key last")
+    init_cmd.add_argument("--publisher-key", type=_publisher_key, default=None,
+                          metavar="KEY", help="the publishing team's idrverify1... key, which"
+                                              " every catalog must be signed with")
+    pub = add("set-publisher-key", "pin (or change) the publishing team's verify key")
+    pub.add_argument("key", type=_publisher_key, metavar="KEY", help="idrverify1...")
+    add("status", "the service key, the publishing key and counts")
     serve = add("serve", "run the HTTP service")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8765)
@@ -129,10 +148,26 @@ def _cmd_audit_verify(central: Central) -> int:
     return 1
 
 
+def _cmd_status(central: Central) -> int:
+    from collections import Counter
+
+    states = Counter(s.state for s in central.meta.list_submissions())
+    catalog = central.meta.latest_catalog(with_data=False)
+    publisher = central.publisher_key()
+    print(f"service key: {central.key.verify_key}")
+    print(f"publishing key: {publisher if publisher is not None else '-'}")
+    print(f"devices: {len(central.meta.list_devices())}")
+    print("submissions: " + (" ".join(f"{k}={v}" for k, v in sorted(states.items())) or "0"))
+    print(f"catalog version: {catalog.version if catalog is not None else '-'}")
+    return 0
+
+
 def _run(args: argparse.Namespace) -> int:
     if args.command == "init":
-        key = init(args.data)
+        key = init(args.data, publisher_key=args.publisher_key)
         print(f"central: data directory ready at {args.data}")
+        if args.publisher_key is not None:
+            print(f"publishing key pinned: {args.publisher_key}")
         print("service public key (kiosks pin it at enrolment):")
         print(key)
         return 0
@@ -171,6 +206,13 @@ def _run(args: argparse.Namespace) -> int:
             return 0
         if args.command == "audit":
             return _cmd_audit_verify(central)
+        if args.command == "set-publisher-key":
+            set_publisher_key(central.meta, args.key)
+            print("publishing key pinned; catalogs must now be signed with:")
+            print(args.key)
+            return 0
+        if args.command == "status":
+            return _cmd_status(central)
     finally:
         central.close()
     raise UsageError(f"unknown command {args.command}")

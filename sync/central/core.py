@@ -14,8 +14,10 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from sync.envelope.errors import KeyFormatError
 from sync.signing import SigningKey, VerifyKey, format_signing_key_file, parse_signing_key_file
 
+from .storage.base import AuditEvent, MetaStore
 from .storage.file_blobs import FileBlobStore, fsync_dir
 from .storage.sqlite_meta import SqliteMetaStore
 
@@ -31,6 +33,11 @@ PART_ORPHAN_GRACE = 3600.0
 #: Finished uploads that a stored submission already used are swept after this long.
 CONSUMED_UPLOAD_GRACE = 3600.0
 SWEEP_INTERVAL = 600.0
+#: POST /withdraw attempts allowed per client address (ratelimit.py).
+WITHDRAW_PER_MINUTE = 5
+WITHDRAW_PER_HOUR = 30
+#: The meta key holding the publishing team's verify key (idrverify1...).
+PUBLISHER_KEY = "publisher_key"
 
 # No 0/O, 1/I/L, so a code read aloud or copied by hand is typed right.
 CODE_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"
@@ -50,6 +57,8 @@ class Settings:
     body_idle_timeout: float = DEFAULT_BODY_IDLE_TIMEOUT
     sweep_interval: float = SWEEP_INTERVAL
     bench_sink: bool = False
+    withdraw_per_minute: int = WITHDRAW_PER_MINUTE
+    withdraw_per_hour: int = WITHDRAW_PER_HOUR
 
 
 def parse_duration(text: str) -> float:
@@ -103,14 +112,33 @@ def _write_private(path: Path, text: str) -> None:
     fsync_dir(path.parent)
 
 
-def init(data_dir: Path) -> VerifyKey:
+def parse_publisher_key(text: str) -> VerifyKey:
+    """The publishing team's verify key (``idrverify1...``); ValueError if it is not one."""
+    try:
+        return VerifyKey.parse(text.strip())
+    except (KeyFormatError, ValueError):
+        raise ValueError("not a publishing key (idrverify1...)") from None
+
+
+def set_publisher_key(meta: MetaStore, key: VerifyKey, *, actor: str = "cli") -> None:
+    """Pin the key catalogs must be signed with (kept in the metadata store, so every
+    instance of the service reads the same one). The audit line names no key."""
+    meta.set_meta(PUBLISHER_KEY, str(key),
+                  audit=AuditEvent(actor, "publisher_key_set", "publisher_key"))
+
+
+def init(data_dir: Path, *, publisher_key: VerifyKey | None = None) -> VerifyKey:
     """Make (or leave as it is) a data directory; return the service's public key."""
     data_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(data_dir, 0o700)
-    for sub in ("uploads", "parts", TMP_DIR):
+    for sub in ("uploads", "parts", "public", TMP_DIR):
         (data_dir / sub).mkdir(exist_ok=True)
     meta = SqliteMetaStore(data_dir / DB_NAME, create=True)
-    meta.close()
+    try:
+        if publisher_key is not None:
+            set_publisher_key(meta, publisher_key)
+    finally:
+        meta.close()
     key_path = data_dir / KEY_NAME
     if key_path.exists():
         key = parse_signing_key_file(key_path.read_text(encoding="ascii"))
@@ -138,6 +166,16 @@ class Central:
         self.key = parse_signing_key_file(key_path.read_text(encoding="ascii"))
         self.tmp = data_dir / TMP_DIR
         self.tmp.mkdir(exist_ok=True)
+        from .ratelimit import RateLimiter
+
+        self.withdraw_limiter = RateLimiter(
+            [(self.settings.withdraw_per_minute, 60.0), (self.settings.withdraw_per_hour, 3600.0)])
+
+    def publisher_key(self) -> VerifyKey | None:
+        """The pinned publishing key, read each time (``central set-publisher-key`` may
+        change it while the service runs)."""
+        text = self.meta.get_meta(PUBLISHER_KEY)
+        return None if text is None else VerifyKey.parse(text)
 
     def clear_tmp(self) -> int:
         """Remove spooled chunks a previous run left (never part of any upload)."""

@@ -31,7 +31,7 @@ def reconcile(svc: Central, *, now: float | None = None,
     now = time.time() if now is None else now
     counts: Counter[str] = Counter()
     counts["tmp_removed"] = svc.clear_tmp()
-    for temp in svc.blobs.stray_part_temps():
+    for temp in [*svc.blobs.stray_part_temps(), *svc.blobs.stray_public_temps()]:
         temp.unlink(missing_ok=True)
         counts["part_temps_removed"] += 1
     for name in svc.blobs.stray_upload_files():

@@ -46,6 +46,10 @@ class Pending:
     submission_id: str
     state: str
     files: tuple[LocalFile, ...]
+    #: sync/withdrawal.py's key of the receipt code, carried in the index (None: none).
+    withdrawal_key: str | None = None
+    #: The signed catalog version whose recipients it was sealed to (0: the config's).
+    recipients_version: int = 0
 
 
 class Outbox(Protocol):
@@ -118,8 +122,10 @@ class Pusher:
 
     def index_for(self, item: Pending) -> SignedDocument:
         index = SubmissionIndex.build(
-            submission_id=item.submission_id, device_id=self.device_id, recipients_version=0,
-            parts=[PartEntry(f.name, f.size, f.sha256) for f in item.files])
+            submission_id=item.submission_id, device_id=self.device_id,
+            recipients_version=item.recipients_version,
+            parts=[PartEntry(f.name, f.size, f.sha256) for f in item.files],
+            withdrawal_key=item.withdrawal_key)
         return index.sign(self.signing_key)
 
     def _report(self, phase: str) -> None:
@@ -191,7 +197,9 @@ class Pusher:
                 names = exc.parts or tuple(f.name for f in item.files)
                 outbox.reupload(sid, names)
                 again = tuple(f for f in item.files if f.name in names)
-                self._upload(outbox, Pending(sid, UPLOADING, item.files), again)
+                self._upload(outbox, Pending(sid, UPLOADING, item.files, item.withdrawal_key,
+                                             recipients_version=item.recipients_version),
+                             again)
                 outbox.uploaded(sid, signed.sha256)
                 continue
             outbox.acknowledge(sid, receipt=ack.signed.data.decode("utf-8"),

@@ -6,7 +6,7 @@ from fastapi import APIRouter
 
 from sync.wire import API
 
-from . import devices, submissions, uploads, vetters
+from . import devices, publishing, review, submissions, uploads, vetters, withdraw
 
 
 def router(*, bench_sink: bool = False) -> APIRouter:
@@ -15,6 +15,9 @@ def router(*, bench_sink: bool = False) -> APIRouter:
     api.include_router(uploads.router, tags=["uploads (tus)"])
     api.include_router(submissions.router, tags=["submissions"])
     api.include_router(vetters.router, tags=["vetters"])
+    api.include_router(review.router, tags=["vetters"])
+    api.include_router(publishing.router, tags=["publishing"])
+    api.include_router(withdraw.router, tags=["withdrawal"])
     if bench_sink:
         api.include_router(uploads.bench_router)
     return api

@@ -1,7 +1,11 @@
-"""Bearer tokens: devices (``idrdev_...``) and vetters (``idrvet_...``), stored hashed."""
+"""Bearer tokens: devices (``idrdev_...``) and vetters (``idrvet_...``), stored hashed.
+
+The public catalog and its audio take either kind (:data:`ReaderDep`).
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -55,3 +59,26 @@ def vetter_auth(request: Request, credentials: Annotated[
 
 DeviceDep = Annotated[Device, Depends(device_auth)]
 VetterDep = Annotated[Vetter, Depends(vetter_auth)]
+
+
+@dataclass(frozen=True)
+class Reader:
+    """Who reads the public catalog and audio: a kiosk or a vetter."""
+
+    kind: str  # "device" or "vetter"
+    id: str
+
+
+def reader_auth(request: Request,
+                device_credentials: Annotated[HTTPAuthorizationCredentials | None,
+                                              Depends(_device_scheme)],
+                vetter_credentials: Annotated[HTTPAuthorizationCredentials | None,
+                                              Depends(_vetter_scheme)]) -> Reader:
+    """A device token or a vetter token (the token's prefix says which)."""
+    credentials = device_credentials or vetter_credentials
+    if credentials is not None and credentials.credentials.startswith("idrvet_"):
+        return Reader("vetter", vetter_auth(request, credentials).id)
+    return Reader("device", device_auth(request, credentials).id)
+
+
+ReaderDep = Annotated[Reader, Depends(reader_auth)]

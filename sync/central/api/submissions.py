@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from datetime import UTC, datetime
 
 from fastapi import APIRouter, Request
@@ -123,7 +124,8 @@ def accept(svc: Central, device: Device, signed: SignedDocument) -> JSONResponse
         index_signature=signed.signature, state="received",
         received_at=Receipt.parse(receipt.data).received_at, receipt=receipt.data,
         receipt_signature=receipt.signature,
-        parts=tuple(StoredPart(p.name, p.size, p.sha256) for p in index.parts))
+        parts=tuple(StoredPart(p.name, p.size, p.sha256) for p in index.parts),
+        withdrawal_key=index.withdrawal_key, state_changed_at=time.time())
     try:
         svc.meta.insert_submission(record, audit=AuditEvent(device.id, "submission_received",
                                                             index.submission_id))

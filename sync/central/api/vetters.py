@@ -1,14 +1,17 @@
-"""Vetter endpoints: the queue, and each part's ciphertext (with a single Range)."""
+"""Vetter endpoints: the queue (optionally one state), and each part's ciphertext (with
+a single Range). Decisions are review.py's."""
 
 from __future__ import annotations
 
 import logging
 import re
+from typing import Annotated
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
+from sync.vetting import STATES, is_state
 from sync.wire import is_part_name, is_submission_id
 
 from ..storage.base import AuditEvent
@@ -30,6 +33,10 @@ class QueueEntry(BaseModel):
     id: str
     device_id: str
     state: str
+    #: The reason code of the last decision (sync/vetting.py), or null.
+    reason: str | None
+    #: The catalog story id once published (kept when unpublished or withdrawn).
+    story_id: str | None
     received_at: str
     parts: list[QueuePart]
 
@@ -38,20 +45,25 @@ class Queue(BaseModel):
     submissions: list[QueueEntry]
 
 
-@router.get("/queue", response_model=Queue, responses=responses(401))
-def queue(request: Request, vetter: VetterDep) -> Queue:
-    """Every submission with its state and its parts."""
+@router.get("/queue", response_model=Queue, responses=responses(400, 401))
+def queue(request: Request, vetter: VetterDep,
+          state: Annotated[str | None, Query(
+              description="only submissions in this state: " + ", ".join(STATES))] = None,
+          ) -> Queue:
+    """Every submission (or those in ``state``) with its state, reason, story id, parts."""
+    if state is not None and not is_state(state):
+        raise ApiError(400, "bad_state", "state must be one of: " + ", ".join(STATES))
     svc = central(request)
-    entries = [QueueEntry(id=s.id, device_id=s.device_id, state=s.state,
-                          received_at=s.received_at,
+    entries = [QueueEntry(id=s.id, device_id=s.device_id, state=s.state, reason=s.reason,
+                          story_id=s.story_id, received_at=s.received_at,
                           parts=[QueuePart(name=p.name, size=p.size, sha256=p.sha256)
                                  for p in s.parts])
-               for s in svc.meta.list_submissions()]
-    svc.meta.append_audit(AuditEvent(vetter.id, "queue_listed", "queue"))
+               for s in svc.meta.list_submissions(state)]
+    svc.meta.append_audit(AuditEvent(vetter.id, "queue_listed", state or "queue"))
     return Queue(submissions=entries)
 
 
-def _byte_range(header: str | None, size: int) -> tuple[int, int] | None:
+def byte_range(header: str | None, size: int) -> tuple[int, int] | None:
     """(start, end exclusive) of a single ``bytes=`` range; None means the whole part."""
     if header is None:
         return None
@@ -74,7 +86,7 @@ def _byte_range(header: str | None, size: int) -> tuple[int, int] | None:
 
 
 def _unsatisfiable(size: int) -> ApiError:
-    return ApiError(416, "range_not_satisfiable", "the range is outside the part",
+    return ApiError(416, "range_not_satisfiable", "the range is outside the resource",
                     headers={"Content-Range": f"bytes */{size}"})
 
 
@@ -102,7 +114,7 @@ def part(submission_id: str, name: str, request: Request,
     if size is None:
         log.error("part_missing submission %s", submission_id)
         raise ApiError(404, "not_found", "the part's bytes are missing on the service")
-    wanted = _byte_range(request.headers.get("range"), size)
+    wanted = byte_range(request.headers.get("range"), size)
     svc.meta.append_audit(AuditEvent(vetter.id, "part_fetched", f"{submission_id}/{name}"))
     headers = {"Accept-Ranges": "bytes", "Cache-Control": "no-store"}
     if wanted is None:

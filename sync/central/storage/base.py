@@ -40,6 +40,14 @@ class Conflict(StorageError):
     """A uniqueness constraint refused the insert (e.g. a second submission per id)."""
 
 
+class StaleCatalog(Conflict):
+    """A catalog whose version is not newer than the newest stored one."""
+
+
+class ChecksumMismatch(StorageError):
+    """Bytes offered under a SHA-256 did not hash to it (nothing was stored)."""
+
+
 @dataclass(frozen=True)
 class AuditEvent:
     """One audit entry to write; ``subject`` holds ids only, never names or bodies."""
@@ -103,6 +111,24 @@ class StoredSubmission:
     receipt: bytes
     receipt_signature: str
     parts: tuple[StoredPart, ...]
+    #: sync/withdrawal.py's key from the index (None if the kiosk sent none).
+    withdrawal_key: str | None = None
+    #: The reason code of the last decision (sync/vetting.py), and the catalog story id
+    #: once published (kept when unpublished or withdrawn).
+    reason: str | None = None
+    story_id: str | None = None
+    state_changed_at: float | None = None
+
+
+@dataclass(frozen=True)
+class StoredCatalog:
+    """One signed catalog, exactly as the publishing team signed it."""
+
+    version: int
+    data: bytes
+    signature: str
+    sha256: str
+    created_at: float
 
 
 @dataclass(frozen=True)
@@ -131,7 +157,7 @@ class MetaStore(Protocol):
         """The value stored under ``key``, or None."""
         ...
 
-    def set_meta(self, key: str, value: str) -> None:
+    def set_meta(self, key: str, value: str, *, audit: AuditEvent | None = None) -> None:
         """Durably store ``value`` under ``key`` (insert or replace)."""
         ...
 
@@ -238,8 +264,56 @@ class MetaStore(Protocol):
     def get_submission(self, submission_id: str) -> StoredSubmission | None:
         ...
 
-    def list_submissions(self) -> list[StoredSubmission]:
-        """All submissions, oldest first (the vetting queue)."""
+    def list_submissions(self, state: str | None = None) -> list[StoredSubmission]:
+        """All submissions (or those in ``state``), oldest first (the vetting queue)."""
+        ...
+
+    def set_submission_state(self, submission_id: str, expect: str, state: str,
+                             reason: str | None, story_id: str | None, now: float, *,
+                             audit: AuditEvent | None = None) -> bool:
+        """Move the submission from ``expect`` to ``state`` with these reason and story id.
+
+        One conditional update (compare-and-set on the state), so two vetters deciding
+        at once cannot both win; False if the submission is not in ``expect`` (or does
+        not exist). :class:`Conflict` if another submission already has ``story_id``.
+        """
+        ...
+
+    def withdraw(self, withdrawal_key: str, now: float, *, actor: str) -> tuple[int, list[str]]:
+        """Move every submission carrying ``withdrawal_key`` to ``withdrawn``.
+
+        Returns (submissions carrying the key, ids newly withdrawn). One transaction, one
+        audit entry per newly withdrawn id (``actor``, "submission_withdrawn", the id).
+        """
+        ...
+
+    def withdrawn_story_ids(self, story_ids: Iterable[str]) -> set[str]:
+        """Those of ``story_ids`` whose submission has been withdrawn."""
+        ...
+
+    # -- public audio and catalogs ---------------------------------------------------------
+    def add_public_audio(self, story_id: str, sha256: str, size: int, now: float, *,
+                         audit: AuditEvent | None = None) -> bool:
+        """Record stored public audio (after the blob is durable); False if known."""
+        ...
+
+    def public_audio_size(self, story_id: str, sha256: str) -> int | None:
+        ...
+
+    def latest_public_audio(self, story_id: str) -> tuple[str, int] | None:
+        """(sha256, size) of the story's newest stored audio, or None."""
+        ...
+
+    def put_catalog(self, catalog: StoredCatalog, *, audit: AuditEvent | None = None) -> None:
+        """Durably store the catalog as the newest.
+
+        :class:`StaleCatalog` (nothing written) unless its version is greater than every
+        stored one; the UNIQUE constraint on the version decides between racing writers.
+        """
+        ...
+
+    def latest_catalog(self, *, with_data: bool = True) -> StoredCatalog | None:
+        """The newest catalog (``data`` is b"" when ``with_data`` is False)."""
         ...
 
     # -- audit -------------------------------------------------------------------------
@@ -256,10 +330,12 @@ class MetaStore(Protocol):
 
 
 class BlobStore(Protocol):
-    """Upload bodies and submission parts, as opaque bytes.
+    """Upload bodies, submission parts and public audio, as opaque bytes.
 
     Keys are the ids the service makes (32-hex upload ids, UUIDv7 submission ids,
-    SHA-256 hex), never anything a client chose.
+    SHA-256 hex), never anything a device chose; public audio adds the catalog story id
+    a vetter chose, checked against the catalog's story-id syntax (letters, digits,
+    ``-``, ``_``: never a path) before it is used.
     """
 
     # -- upload bodies, which grow by appends --------------------------------------------
@@ -325,4 +401,22 @@ class BlobStore(Protocol):
         ...
 
     def delete_part(self, submission_id: str, sha256: str) -> None:
+        ...
+
+    # -- public audio, written once, content-addressed by (story id, SHA-256) ------------
+    def put_public_audio(self, story_id: str, sha256: str, chunks: Iterable[bytes]) -> int:
+        """Durably store ``chunks`` as the story's audio with this SHA-256; its size.
+
+        All or nothing: the bytes are hashed while written and :class:`ChecksumMismatch`
+        is raised (nothing stored) if they do not hash to ``sha256``. Audio already
+        stored under the key is never overwritten (same key, same content).
+        """
+        ...
+
+    def public_audio_size(self, story_id: str, sha256: str) -> int | None:
+        ...
+
+    def read_public_audio(self, story_id: str, sha256: str, start: int = 0,
+                          end: int | None = None) -> Iterator[bytes]:
+        """The bytes ``[start, end)`` of the audio (BlobMissing if absent)."""
         ...

@@ -1,4 +1,5 @@
-"""Blobs as files under the data directory: ``uploads/<id>``, ``parts/<sid>/<sha256>``.
+"""Blobs as files under the data directory: ``uploads/<id>``, ``parts/<sid>/<sha256>``,
+``public/<story_id>/<sha256>.ogg``.
 
 Whole blobs are written as temp file, fsync, rename, fsync of the directory, so a power
 cut leaves the old state or the new one. Appends fsync before they return and cut the
@@ -16,12 +17,14 @@ import secrets
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from .base import BlobMissing, OffsetMismatch, StorageError
+from .base import BlobMissing, ChecksumMismatch, OffsetMismatch, StorageError
 
 _UPLOAD_ID = re.compile(r"[0-9a-f]{32}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 # UUID text: hex and dashes only, so it is safe as a directory name.
 _SUBMISSION_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+# A catalog story id (sync/catalog.py): letters, digits, '-' and '_', never a dot.
+_STORY_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 READ_SIZE = 1024 * 1024
 
 
@@ -64,7 +67,8 @@ class FileBlobStore:
         self.root = root
         self.uploads = root / "uploads"
         self.parts = root / "parts"
-        for folder in (self.uploads, self.parts):
+        self.public = root / "public"
+        for folder in (self.uploads, self.parts, self.public):
             folder.mkdir(parents=True, exist_ok=True)
 
     # -- uploads --------------------------------------------------------------------------
@@ -209,6 +213,11 @@ class FileBlobStore:
         return [p for folder in self.parts.iterdir() if folder.is_dir()
                 for p in folder.iterdir() if p.name.startswith(".tmp-")]
 
+    def stray_public_temps(self) -> list[Path]:
+        """Temp files a crash left in ``public/`` (never referenced by anything)."""
+        return [p for folder in self.public.iterdir() if folder.is_dir()
+                for p in folder.iterdir() if p.name.startswith(".tmp-")]
+
     def delete_part(self, submission_id: str, sha256: str) -> None:
         target = self._part(submission_id, sha256)
         with contextlib.suppress(FileNotFoundError):
@@ -216,3 +225,47 @@ class FileBlobStore:
             fsync_dir(target.parent)
         with contextlib.suppress(OSError):
             target.parent.rmdir()  # only when empty
+
+    # -- public audio -------------------------------------------------------------------
+    def _public(self, story_id: str, sha256: str) -> Path:
+        return (self.public / _check(_STORY_ID, story_id, "story id")
+                / f"{_check(_SHA256, sha256, 'sha256')}.ogg")
+
+    def put_public_audio(self, story_id: str, sha256: str, chunks: Iterable[bytes]) -> int:
+        target = self._public(story_id, sha256)
+        folder = target.parent
+        made = not folder.exists()
+        folder.mkdir(exist_ok=True)
+        if made:
+            fsync_dir(self.public)
+        temp = folder / f".tmp-{secrets.token_hex(8)}"
+        digest = hashlib.sha256()
+        size = 0
+        try:
+            with temp.open("xb") as out:
+                for chunk in chunks:
+                    digest.update(chunk)
+                    out.write(chunk)
+                    size += len(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+            if digest.hexdigest() != sha256:
+                raise ChecksumMismatch("the audio does not hash to its SHA-256")
+            if target.is_file():
+                return target.stat().st_size  # same key, same content: never overwritten
+            os.replace(temp, target)
+            fsync_dir(folder)
+            return size
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                temp.unlink()
+
+    def public_audio_size(self, story_id: str, sha256: str) -> int | None:
+        try:
+            return self._public(story_id, sha256).stat().st_size
+        except FileNotFoundError:
+            return None
+
+    def read_public_audio(self, story_id: str, sha256: str, start: int = 0,
+                          end: int | None = None) -> Iterator[bytes]:
+        return _read_range(self._public(story_id, sha256), start, end)

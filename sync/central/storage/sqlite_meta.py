@@ -11,7 +11,7 @@ import contextlib
 import hashlib
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +23,15 @@ from .base import (
     AuditRow,
     Conflict,
     Device,
+    StaleCatalog,
+    StoredCatalog,
     StoredPart,
     StoredSubmission,
     Upload,
     Vetter,
 )
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 def _create_schema(db: sqlite_utils.Database) -> None:
@@ -70,6 +72,26 @@ def _create_schema(db: sqlite_utils.Database) -> None:
         {"submission_id": str, "receipt": bytes, "signature": str},
         pk="submission_id", not_null={"receipt", "signature"},
         foreign_keys=[("submission_id", "submissions", "id")], if_not_exists=True)
+    # Issue 12: review state details and the withdrawal key (added to older stores too).
+    columns = db["submissions"].columns_dict
+    for name, kind in (("reason", str), ("story_id", str), ("withdrawal_key", str),
+                       ("state_changed_at", float)):
+        if name not in columns:
+            db["submissions"].add_column(name, kind)
+    # Looked up by POST /withdraw; not UNIQUE: two codes could, in theory, collide.
+    db.execute("CREATE INDEX IF NOT EXISTS submissions_withdrawal"
+               " ON submissions(withdrawal_key) WHERE withdrawal_key IS NOT NULL")
+    # One story id names one submission's story on every kiosk.
+    db.execute("CREATE UNIQUE INDEX IF NOT EXISTS submissions_story"
+               " ON submissions(story_id) WHERE story_id IS NOT NULL")
+    db.execute("CREATE INDEX IF NOT EXISTS submissions_state ON submissions(state)")
+    db["catalogs"].create(
+        {"version": int, "data": bytes, "signature": str, "sha256": str, "created_at": float},
+        pk="version", not_null={"data", "signature", "sha256", "created_at"},
+        if_not_exists=True)
+    db["public_audio"].create(
+        {"story_id": str, "sha256": str, "size": int, "created_at": float},
+        pk=("story_id", "sha256"), not_null={"size", "created_at"}, if_not_exists=True)
     db["audit"].create(
         {"seq": int, "at": str, "actor": str, "action": str, "subject": str,
          "prev_hash": str, "hash": str},
@@ -107,7 +129,7 @@ class SqliteMetaStore:
             conn.execute("PRAGMA journal_mode=WAL")
             _create_schema(sqlite_utils.Database(conn))
             with self._tx() as c:
-                c.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)",
+                c.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?)",
                           (str(SCHEMA_VERSION),))
 
     # -- connections and transactions ----------------------------------------------------
@@ -169,9 +191,10 @@ class SqliteMetaStore:
         row = self._one("SELECT value FROM meta WHERE key = ?", (key,))
         return None if row is None else str(row["value"])
 
-    def set_meta(self, key: str, value: str) -> None:
+    def set_meta(self, key: str, value: str, *, audit: AuditEvent | None = None) -> None:
         with self._tx() as conn:
             conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
+            self._audit(conn, audit)
 
     # -- enrolment and devices -------------------------------------------------------------
     def add_enrol_code(self, code_hash: str, name: str | None, created_at: float,
@@ -323,10 +346,12 @@ class SqliteMetaStore:
                 # No "SELECT first": the primary key decides between concurrent inserts.
                 conn.execute(
                     "INSERT INTO submissions(id, device_id, index_text, index_sha256,"
-                    " index_signature, state, received_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    " index_signature, state, received_at, withdrawal_key, reason, story_id,"
+                    " state_changed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (submission.id, submission.device_id, submission.index,
                      _sha256(submission.index), submission.index_signature, submission.state,
-                     submission.received_at))
+                     submission.received_at, submission.withdrawal_key, submission.reason,
+                     submission.story_id, submission.state_changed_at))
             except sqlite3.IntegrityError:
                 raise Conflict("a submission with this id exists") from None
             conn.executemany(
@@ -347,15 +372,103 @@ class SqliteMetaStore:
         return StoredSubmission(
             row["id"], row["device_id"], bytes(row["index_text"]), row["index_signature"],
             row["state"], row["received_at"], bytes(receipt["receipt"]) if receipt else b"",
-            receipt["signature"] if receipt else "", parts)
+            receipt["signature"] if receipt else "", parts, row["withdrawal_key"],
+            row["reason"], row["story_id"], row["state_changed_at"])
 
     def get_submission(self, submission_id: str) -> StoredSubmission | None:
         row = self._one("SELECT * FROM submissions WHERE id = ?", (submission_id,))
         return None if row is None else self._submission(row)
 
-    def list_submissions(self) -> list[StoredSubmission]:
-        rows = self._conn().execute("SELECT * FROM submissions ORDER BY received_at, id")
+    def list_submissions(self, state: str | None = None) -> list[StoredSubmission]:
+        if state is None:
+            rows = self._conn().execute("SELECT * FROM submissions ORDER BY received_at, id")
+        else:
+            rows = self._conn().execute("SELECT * FROM submissions WHERE state = ?"
+                                        " ORDER BY received_at, id", (state,))
         return [self._submission(r) for r in rows.fetchall()]
+
+    def set_submission_state(self, submission_id: str, expect: str, state: str,
+                             reason: str | None, story_id: str | None, now: float, *,
+                             audit: AuditEvent | None = None) -> bool:
+        with self._tx() as conn:
+            try:
+                cur = conn.execute(
+                    "UPDATE submissions SET state = ?, reason = ?, story_id = ?,"
+                    " state_changed_at = ? WHERE id = ? AND state = ?",
+                    (state, reason, story_id, now, submission_id, expect))
+            except sqlite3.IntegrityError:
+                raise Conflict("another submission has this story id") from None
+            if cur.rowcount != 1:
+                return False
+            self._audit(conn, audit)
+        return True
+
+    def withdraw(self, withdrawal_key: str, now: float, *, actor: str) -> tuple[int, list[str]]:
+        with self._tx() as conn:
+            matched = conn.execute("SELECT COUNT(*) FROM submissions WHERE withdrawal_key = ?",
+                                   (withdrawal_key,)).fetchone()[0]
+            changed = [r["id"] for r in conn.execute(
+                "UPDATE submissions SET state = 'withdrawn', state_changed_at = ?"
+                " WHERE withdrawal_key = ? AND state != 'withdrawn' RETURNING id",
+                (now, withdrawal_key)).fetchall()]
+            for submission_id in sorted(changed):
+                self._audit(conn, AuditEvent(actor, "submission_withdrawn", submission_id))
+        return int(matched), sorted(changed)
+
+    def withdrawn_story_ids(self, story_ids: Iterable[str]) -> set[str]:
+        wanted = list(dict.fromkeys(story_ids))
+        found: set[str] = set()
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start:start + 500]
+            marks = ", ".join("?" for _ in chunk)
+            found.update(r["story_id"] for r in self._conn().execute(
+                f"SELECT story_id FROM submissions WHERE state = 'withdrawn'"
+                f" AND story_id IN ({marks})", chunk))
+        return found
+
+    # -- public audio and catalogs ------------------------------------------------------------
+    def add_public_audio(self, story_id: str, sha256: str, size: int, now: float, *,
+                         audit: AuditEvent | None = None) -> bool:
+        with self._tx() as conn:
+            cur = conn.execute("INSERT OR IGNORE INTO public_audio(story_id, sha256, size,"
+                               " created_at) VALUES (?, ?, ?, ?)", (story_id, sha256, size, now))
+            if cur.rowcount != 1:
+                return False
+            self._audit(conn, audit)
+        return True
+
+    def public_audio_size(self, story_id: str, sha256: str) -> int | None:
+        row = self._one("SELECT size FROM public_audio WHERE story_id = ? AND sha256 = ?",
+                        (story_id, sha256))
+        return None if row is None else int(row["size"])
+
+    def latest_public_audio(self, story_id: str) -> tuple[str, int] | None:
+        row = self._one("SELECT sha256, size FROM public_audio WHERE story_id = ?"
+                        " ORDER BY created_at DESC, rowid DESC LIMIT 1", (story_id,))
+        return None if row is None else (str(row["sha256"]), int(row["size"]))
+
+    def put_catalog(self, catalog: StoredCatalog, *, audit: AuditEvent | None = None) -> None:
+        with self._tx() as conn:
+            newest = conn.execute("SELECT MAX(version) FROM catalogs").fetchone()[0]
+            if newest is not None and catalog.version <= newest:
+                raise StaleCatalog(f"version {catalog.version} is not newer than {newest}")
+            try:
+                conn.execute("INSERT INTO catalogs(version, data, signature, sha256,"
+                             " created_at) VALUES (?, ?, ?, ?, ?)",
+                             (catalog.version, catalog.data, catalog.signature, catalog.sha256,
+                              catalog.created_at))
+            except sqlite3.IntegrityError:
+                raise StaleCatalog(f"version {catalog.version} exists") from None
+            self._audit(conn, audit)
+
+    def latest_catalog(self, *, with_data: bool = True) -> StoredCatalog | None:
+        columns = "version, data, signature, sha256, created_at" if with_data \
+            else "version, signature, sha256, created_at"
+        row = self._one(f"SELECT {columns} FROM catalogs ORDER BY version DESC LIMIT 1")
+        if row is None:
+            return None
+        return StoredCatalog(int(row["version"]), bytes(row["data"]) if with_data else b"",
+                             str(row["signature"]), str(row["sha256"]), float(row["created_at"]))
 
     # -- audit ----------------------------------------------------------------------------------
     def append_audit(self, event: AuditEvent) -> None:
