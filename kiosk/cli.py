@@ -38,6 +38,8 @@ def _parser() -> argparse.ArgumentParser:
                       help="questions answered; the rest are skipped (default 2)")
     walk.add_argument("--visitor", action="store_true",
                       help="a visitor instead: browse, filter, play a story to its end, back")
+    walk.add_argument("--story", metavar="ID", default=None,
+                      help="with --visitor: play this story (default: the first listed)")
     status = sub.add_parser("status", help="what staff need to know about this kiosk")
     status.add_argument("--json", action="store_true", help="print the status as JSON")
     check = sub.add_parser("check-audio", help="check the microphone and the speakers")
@@ -237,7 +239,8 @@ def _walkthrough(cfg: config_mod.KioskConfig, args: argparse.Namespace) -> int:
     outcome: dict[str, object] = {}
     code = run_app(cfg, walkthrough={"screenshots": args.screenshots, "language": language,
                                      "answer_s": args.answer_seconds,
-                                     "answers": args.answers, "visitor": args.visitor},
+                                     "answers": args.answers, "visitor": args.visitor,
+                                     "story": args.story},
                    on_done=lambda app: outcome.update(result=app.walkthrough.result))
     result = outcome.get("result")
     if result is None:

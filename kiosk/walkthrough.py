@@ -41,8 +41,11 @@ class Walkthrough:
     """Runs on the Kivy clock inside :class:`kiosk.kivy_app.KioskApp`."""
 
     def __init__(self, app: Any, *, screenshots: Path, language: str,
-                 answer_s: float = 4.0, answers: int = 2, visitor: bool = False) -> None:
+                 answer_s: float = 4.0, answers: int = 2, visitor: bool = False,
+                 story: str | None = None) -> None:
         self.app = app
+        #: The visitor plays this story (an id of the catalog); None: the first shown.
+        self.story = story
         self.screenshots = screenshots
         self.language = language
         self.answer_s = answer_s
@@ -196,7 +199,10 @@ class Walkthrough:
         chooser.chosen(choice)
         yield self._pause(0.3)
         self._shot("filtered")
-        chosen = browser.shown()[0]
+        shown = browser.shown()
+        if self.story is not None and self.story not in shown:
+            raise RuntimeError(f"story {self.story} is not listed in {choice}")
+        chosen = self.story if self.story is not None else shown[0]
         app.visitor_event("open", chosen)
         yield self._on("story")
         yield self._pause(0.3)

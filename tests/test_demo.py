@@ -1,12 +1,14 @@
-"""The README's first command (deploy/demo.py after setup): the service, then, with no
-display, a whole defender session per language under Xvfb with a virtual microphone,
-screenshots of every screen, and each sealed manifest opened with the demo team key.
+"""The README's first command (deploy/demo.py after setup): the service, the vetting
+team's keys, then, with no display, a whole defender session per language under Xvfb
+with a virtual microphone, screenshots of every screen, the sync to the vetting queue,
+``vet pull`` and ``vet show`` (each manifest as the team sees it), ``vet publish``, the
+kiosk's catalog sync, and a visitor playing the story just published.
 
 The demo runs from a copy of the checkout that has no ``.venv`` (as in CI or any
-checkout whose environment lives elsewhere), so it must start the service and the
-kiosk with the interpreter it was started with. Then a take is sealed with the demo
-kiosk's own config, as the kiosk seals one, and its header is read: the demo must
-seal to post-quantum keys only, and its team key must open what it sealed.
+checkout whose environment lives elsewhere), so it must start the service, the kiosk
+and the vet tool with the interpreter it was started with. Then a take is sealed with
+the demo kiosk's own config, as the kiosk seals one, and its header is read: the demo
+must seal to post-quantum keys only, and the team's key must open what it sealed.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import json
 import os
 import shutil
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -30,7 +33,12 @@ from kiosk import config as kiosk_config
 from kiosk.audio.recorder import Recorder
 from kiosk.vault.custody import SessionCustody
 from kiosk.vault.store import Store
-from sync.envelope import open_bytes, open_sealed, parse_identity_file
+from sync.envelope import (
+    WrongPassphrase,
+    open_bytes,
+    open_sealed,
+    read_protected_identity_file,
+)
 from sync.envelope.header import read_header
 from tests.audio_fakes import RATE, FakeStreams, record, tone
 from tests.harness.kiosk_app import png_pixels
@@ -38,6 +46,8 @@ from tests.harness.kiosk_app import png_pixels
 REPO = Path(__file__).resolve().parent.parent
 #: What the demo needs of a checkout; everything else (.venv above all) is left out.
 CHECKOUT = ["kiosk", "sync", "assets", "tests", "pyproject.toml", "README.md"]
+#: The passphrase deploy/demo.py protects the demo team's keys with.
+DEMO_PASSPHRASE = "demo passphrase: never use for real keys"
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +83,10 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
                 "recording", "review", "receipt"} <= names
         for png in pngs:
             assert len(np.unique(png_pixels(png).reshape(-1, 3), axis=0)) > 50, png
-    assert "visitor walkthrough (en): played story demo-" in done.stdout
+    assert f"the kiosk is enrolled with the central service at http://127.0.0.1:{port}" \
+        in done.stdout
+    published = done.stdout.split("demo: vet publish: story ", 1)[1].split(",", 1)[0]
+    assert f"visitor walkthrough (en): played story {published} to its end" in done.stdout
     visitor = {p.stem.split("-", 1)[1] for p in (shots / "visitor").glob("*.png")}
     assert {"stories", "story", "playing", "ended"} <= visitor
     return data, done.stdout
@@ -92,6 +105,30 @@ def test_the_demo_prints_each_manifest_as_the_vetting_team_sees_it(
         assert len(manifest["parts"]) == 2
 
 
+def test_the_demo_walkthroughs_sync_to_the_vetting_queue_byte_identical(
+        demo: tuple[Path, str]) -> None:
+    data, stdout = demo
+    queued = [line.split("pulled: ", 1)[1].split(",", 1)[0] for line in stdout.splitlines()
+              if line.startswith("demo: in the queue and pulled: ")]
+    assert len(queued) == 2 and len(set(queued)) == 2
+    assert stdout.count("byte-identical to the kiosk's sealed files") == 2
+    for submission_id in queued:
+        kiosk_files = sorted((data / "kiosk" / "outbox" / submission_id).glob("*.age"))
+        assert len(kiosk_files) == 3  # two answers and the manifest
+        for sealed in kiosk_files:
+            pulled = data / "vet" / "pulled" / submission_id / sealed.name
+            assert pulled.read_bytes() == sealed.read_bytes()
+    store = sqlite3.connect(data / "kiosk" / "kiosk.db")
+    try:
+        states = dict(store.execute("select submission_id, state from outbox"))
+    finally:
+        store.close()
+    # Acknowledged with a verified receipt; the retention period keeps the local copy.
+    assert all(states[s] == "acknowledged" for s in queued), states
+    for submission_id in queued:
+        assert (data / "kiosk" / "outbox" / submission_id / "manifest.json.age").is_file()
+
+
 def test_demo_starts_service_and_kiosk_without_a_venv_in_the_checkout(
         demo: tuple[Path, str]) -> None:
     data, _ = demo
@@ -99,15 +136,29 @@ def test_demo_starts_service_and_kiosk_without_a_venv_in_the_checkout(
     assert (data / "kiosk").is_dir()  # the kiosk ran with the demo config's data_dir
 
 
+def _team_identities(data: Path, name: str) -> list:
+    """A key file the demo's ``vet keygen`` made, opened with the demo passphrase."""
+    path = {"team": data / "vet" / "keys" / "team.age",
+            "escrow": data / "team" / "escrow.age"}[name]
+    assert path.stat().st_mode & 0o077 == 0
+    with pytest.raises(WrongPassphrase):
+        read_protected_identity_file(path, "not the passphrase")
+    return read_protected_identity_file(path, DEMO_PASSPHRASE)
+
+
 def test_the_demo_config_names_post_quantum_keys_kept_private(demo: tuple[Path, str]) -> None:
-    data, _ = demo
+    data, stdout = demo
     config = tomllib.loads((data / "kiosk.toml").read_text())
     assert len(config["recipients"]) == 2
     assert all(r.startswith("age1pq1") for r in config["recipients"])
-    team_key = data / "team" / "vetting-team.key"
-    assert team_key.stat().st_mode & 0o077 == 0
-    (identity,) = parse_identity_file(team_key.read_text())
-    assert str(identity.recipient()) in config["recipients"]
+    # The team's and the escrow identity rest under a passphrase (age -p form).
+    (team,) = _team_identities(data, "team")
+    (escrow,) = _team_identities(data, "escrow")
+    assert config["recipients"] == [str(team.recipient()), str(escrow.recipient())]
+    # The kiosk pins the team's publishing key; the service checks catalogs with it.
+    publisher = (data / "team" / "public-keys.txt").read_text().split("publisher: ")[1]
+    assert config["publisher_key"] == publisher.strip()
+    assert "catalog: version 2" in stdout
 
 
 def _stanza_types(path: Path) -> list[str]:
@@ -146,10 +197,10 @@ def test_what_the_demo_kiosk_seals_is_post_quantum_and_opens_with_the_team_key(
         assert types == ["mlkem768x25519"] * len(cfg.recipients), (path.name, types)
         assert "X25519" not in types
 
-    team = parse_identity_file((data / "team" / "vetting-team.key").read_text())
+    team = _team_identities(data, "team")
     with open_sealed(part, identities=team) as f:
         samples, rate = sf.read(io.BytesIO(f.read()), dtype="int16")
     assert rate == RATE and len(samples) == result.frames >= RATE
     assert json.loads(open_bytes(manifest.read_bytes(), team))["parts"][0]["name"] == name
-    escrow = parse_identity_file((data / "team" / "escrow.key").read_text())
+    escrow = _team_identities(data, "escrow")
     assert json.loads(open_bytes(manifest.read_bytes(), escrow))["display_name"] == "Anonymous"
