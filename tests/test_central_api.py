@@ -546,3 +546,39 @@ def test_bench_sink_only_when_enabled(tmp_path: Path) -> None:
             assert reply.status_code == status
             assert "/api/v1/_bench/sink" not in client.get("/openapi.json").text
     assert list((data / "uploads").iterdir()) == [] and list((data / "tmp").iterdir()) == []
+
+
+def test_a_full_database_answers_507_not_500() -> None:
+    """SQLite's "database or disk is full" (SQLITE_FULL) is the service's storage being
+    full: 507 storage_full, as a full disk under an upload is, so a kiosk reads it as
+    "retry later" and staff see why."""
+    import sqlite3
+
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from sync.central.api import errors
+
+    db = sqlite3.connect(":memory:")
+    db.execute("create table t (x blob)")
+    db.execute("pragma max_page_count = 2")  # a real SQLITE_FULL, no disk needed
+    with pytest.raises(sqlite3.OperationalError) as caught:
+        db.execute("insert into t values (zeroblob(100000))")
+    assert errors.disk_full(caught.value)
+    assert not errors.disk_full(sqlite3.OperationalError("no such table: t"))
+
+    app = FastAPI()
+    errors.install(app)
+
+    @app.get("/full")
+    def full() -> None:
+        raise caught.value
+
+    @app.get("/broken")
+    def broken() -> None:
+        raise RuntimeError("a bug")
+
+    client = TestClient(app, raise_server_exceptions=False)
+    reply = client.get("/full")
+    assert reply.status_code == 507 and reply.json()["error"] == "storage_full"
+    assert client.get("/broken").status_code == 500

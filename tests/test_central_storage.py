@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
@@ -65,7 +66,27 @@ def test_append_leaves_nothing_past_the_durable_offset_on_failure(tmp_path: Path
         blobs.create_upload("../../etc/passwd")
 
 
-def test_parts_are_copied_whole_and_checked(tmp_path: Path) -> None:
+def test_a_finished_upload_becomes_its_part_by_a_hard_link(tmp_path: Path) -> None:
+    blobs = FileBlobStore(tmp_path)
+    uid, sid = "b" * 32, new_submission_id()
+    blobs.create_upload(uid)
+    blobs.append_upload(uid, 0, [b"ciphertext"])
+    digest = hashlib.sha256(b"ciphertext").hexdigest()
+    blobs.put_part_from_upload(uid, sid, digest)
+    assert b"".join(blobs.read_part(sid, digest)) == b"ciphertext"
+    assert [(s, d) for s, d, _ in blobs.list_parts()] == [(sid, digest)]
+    assert blobs.stray_part_temps() == []
+    # The part outlives its upload: the upload's name goes, the bytes stay.
+    blobs.delete_upload(uid)
+    assert b"".join(blobs.read_part(sid, digest)) == b"ciphertext"
+
+
+def test_without_hard_links_parts_are_copied_whole_and_checked(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_links(*_: object) -> None:
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(os, "link", no_links)
     blobs = FileBlobStore(tmp_path)
     uid, sid = "b" * 32, new_submission_id()
     blobs.create_upload(uid)
@@ -223,8 +244,13 @@ def test_reconciliation_after_a_crash(tmp_path: Path,
         lost, "dev-0123456789abcdef", b"i", "s", "received", "2026-01-01T00:00:00Z", b"r",
         "s", (StoredPart("a.age", 4, "e" * 64),)))
     old_sid, young_sid = new_submission_id(), new_submission_id()
-    svc.blobs.put_part_from_upload("5" * 32, old_sid, good_digest)
-    svc.blobs.put_part_from_upload("5" * 32, young_sid, good_digest)
+    # Each from its own upload: a part is a hard link to its upload's file, so parts
+    # made from one upload would share one modification time.
+    for upload, submission in (("6" * 32, old_sid), ("7" * 32, young_sid)):
+        svc.blobs.create_upload(upload)
+        svc.blobs.append_upload(upload, 0, [b"kept"])
+        svc.blobs.put_part_from_upload(upload, submission, good_digest)
+        svc.blobs.delete_upload(upload)
     old = data / "parts" / old_sid / good_digest
     os.utime(old, (time.time() - 7200, time.time() - 7200))
     svc.blobs.delete_upload("5" * 32)

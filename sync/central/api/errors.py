@@ -7,7 +7,9 @@ kept for ``parts_not_uploaded``, the one "retry after re-uploading" answer.
 
 from __future__ import annotations
 
+import errno
 import logging
+import sqlite3
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -17,6 +19,8 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger("central")
+#: sqlite3.SQLITE_FULL (Python 3.11 names it only from 3.11.? on, so spelled out here).
+SQLITE_FULL = 13
 
 
 class ErrorBody(BaseModel):
@@ -91,6 +95,25 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _crash(request: Request, exc: Exception) -> JSONResponse:
+        if disk_full(exc):
+            # SQLite or a file write out of space: nothing was committed (the transaction
+            # rolled back, the offset did not move), and the client may retry later.
+            log.error("storage full on %s %s", request.method, request.url.path)
+            return error_response(507, "storage_full", "the service's storage is full")
         log.error("internal error %s on %s %s", type(exc).__name__, request.method,
                   request.url.path)
         return error_response(500, "internal", "internal error")
+
+
+def disk_full(exc: BaseException | None) -> bool:
+    """Whether ``exc`` (or what caused it) is the disk or the database being full."""
+    seen = 0
+    while exc is not None and seen < 8:
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            return True
+        if (isinstance(exc, sqlite3.OperationalError)
+                and getattr(exc, "sqlite_errorcode", None) == SQLITE_FULL):
+            return True
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return False

@@ -381,8 +381,11 @@ class BlobStore(Protocol):
     def put_part_from_upload(self, upload_id: str, submission_id: str, sha256: str) -> None:
         """Durably store the upload's bytes as part ``(submission_id, sha256)``.
 
-        All or nothing: a reader never sees a partial part. The bytes are hashed while
-        copied; if they do not hash to ``sha256`` nothing is stored and
+        All or nothing: a reader never sees a partial part. The upload is finished (it
+        never changes again) and the caller has checked the SHA-256 recorded when it
+        finished against ``sha256``. A store that can take the upload's bytes as they
+        are (a hard link, a server-side copy) does; one that copies them hashes them
+        while copying, and if they do not hash to ``sha256`` nothing is stored and
         :class:`StorageError` is raised. A part that already exists is left as it is
         (same key, same content).
         """
