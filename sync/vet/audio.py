@@ -33,12 +33,14 @@ import struct
 import time
 import zlib
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from math import gcd
 
 import numpy as np
 import soundfile as sf
+from scipy.ndimage import maximum_filter1d
 from scipy.signal import resample_poly
 
 from . import disguise as _disguise
@@ -51,14 +53,21 @@ PUBLIC_KBPS = 40.0
 TARGET_LUFS = loudness.TARGET_LUFS
 CEILING_DBTP = loudness.CEILING_DBTP
 #: How far under the ceiling the limiter aims before encoding, for Opus's overshoot
-#: (measured on espeak-ng speech at 40 kbit/s: 0.4-1.1 dB, most after heavy limiting).
-OPUS_HEADROOM_DB = 1.5
-#: Opus at 40 kbit/s decodes speech 0.0-0.4 LU quieter than it was given: aim above.
-OPUS_LOUDNESS_LOSS_LU = 0.2
-#: How close to the target the decoded loudness must come (the contract allows 0.5).
-LUFS_TOLERANCE = 0.3
+#: (measured on espeak-ng speech at 40 kbit/s: 0.4-1.9 dB, most after heavy limiting).
+OPUS_HEADROOM_DB = 2.0
+#: Opus at 40 kbit/s decodes speech 0.0-0.6 LU quieter than it was given (it keeps
+#: less of the highs, which K-weighting counts more): aim at the middle of that, so one
+#: encoding lands within LUFS_TOLERANCE.
+OPUS_LOUDNESS_LOSS_LU = 0.3
+#: How close to the target the decoded loudness should come (another encoding is tried
+#: past it), and must (the contract's limit).
+LUFS_TOLERANCE = 0.45
+LUFS_LIMIT = 0.5
+#: Where the decoded audio went over the ceiling, the limiter's ceiling is lowered
+#: this far either side (ms): an Opus frame is 20 ms.
+_OVERSHOOT_REACH_MS = 20
 #: Encode-measure-correct rounds before giving up.
-ENCODE_ROUNDS = 3
+ENCODE_ROUNDS = 4
 #: Default pause between parts, and the fade at every part's edges.
 PAUSE_S = 0.6
 EDGE_FADE_S = 0.010
@@ -202,13 +211,19 @@ def decode(ogg_bytes: bytes) -> tuple[np.ndarray, int]:
     return _to_mono(np.asarray(samples, dtype=np.float32)), int(rate)
 
 
+def _lufs_or_silent(samples: np.ndarray, rate: int) -> float:
+    try:
+        return loudness.integrated_lufs(samples, rate)
+    except loudness.SilentAudioError:
+        return -math.inf
+
+
 def measure_samples(samples: np.ndarray, rate: int) -> tuple[float, float]:
     """(integrated loudness in LUFS, true peak in dBTP) of mono samples."""
-    try:
-        lufs = loudness.integrated_lufs(samples, rate)
-    except loudness.SilentAudioError:
-        lufs = -math.inf
-    return lufs, loudness.true_peak_dbtp(samples)
+    # Side by side: both spend their time in scipy's C code, which releases the GIL.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="measure") as pool:
+        peak = pool.submit(loudness.true_peak_dbtp, samples)
+        return _lufs_or_silent(samples, rate), peak.result()
 
 
 def measure(ogg_bytes: bytes) -> tuple[float, float]:
@@ -287,7 +302,8 @@ def prepare_story_audio(parts: list[bytes], *,
     ``trims`` maps a part's index to the (start, end) seconds to keep of it.
     ``disguise_amount`` is the F0 shift in semitones (formants move by half of it).
     ``timings``, when given, receives seconds per stage (decode, disguise, normalise,
-    encode, verify) and the number of ``encodings`` it took, for the benchmark. Raises :class:`PublishAudioError` (or a subclass).
+    encode, verify) and the number of ``encodings`` it took, for the benchmark.
+    Raises :class:`PublishAudioError` (or a subclass).
     """
     with _timed(timings, "decode"):
         samples = assemble(parts, trims=trims, pause_s=pause_s)
@@ -299,16 +315,15 @@ def prepare_story_audio(parts: list[bytes], *,
             samples = _disguise.disguise_voice(samples, SAMPLE_RATE, disguise_amount)
 
     target, ceiling = TARGET_LUFS + OPUS_LOUDNESS_LOSS_LU, CEILING_DBTP - OPUS_HEADROOM_DB
-    lufs = peak = math.nan
-    ogg = b""
-    out = samples
+    offsets: np.ndarray | None = None
+    best: PreparedAudio | None = None
     for encodings in range(1, ENCODE_ROUNDS + 1):
         if timings is not None:
             timings["encodings"] = encodings
         with _timed(timings, "normalise"):
             try:
                 ready = loudness.normalise(samples, SAMPLE_RATE, target_lufs=target,
-                                           ceiling_dbtp=ceiling)
+                                           ceiling_dbtp=ceiling, ceiling_offsets_db=offsets)
             except loudness.SilentAudioError as exc:
                 raise SilentStoryError(f"nothing to publish: {exc}") from None
         with _timed(timings, "encode"):
@@ -316,14 +331,27 @@ def prepare_story_audio(parts: list[bytes], *,
         with _timed(timings, "verify"):
             out, rate = decode(ogg)
             lufs, peak = measure_samples(out, rate)
-        if peak <= CEILING_DBTP and abs(lufs - TARGET_LUFS) <= LUFS_TOLERANCE:
-            break
+        result = PreparedAudio(ogg_bytes=ogg, duration_s=out.shape[0] / rate, lufs=lufs,
+                               true_peak_dbtp=peak, sample_rate=rate)
+        within = peak <= CEILING_DBTP and abs(lufs - TARGET_LUFS) <= LUFS_LIMIT
+        if within and (best is None or abs(lufs - TARGET_LUFS) < abs(best.lufs - TARGET_LUFS)):
+            best = result
+        if within and abs(lufs - TARGET_LUFS) <= LUFS_TOLERANCE:
+            return result
+        # Opus overshoots in a few places of a long story (0.4-2.5 dB seen), and only
+        # there: the ceiling goes down by what was over and a margin around those
+        # places (the encoder's frames are 20 ms), the aim by the loudness missed.
         if peak > CEILING_DBTP:
-            ceiling -= peak - CEILING_DBTP + 0.2
+            over = loudness.block_true_peaks_db(out, rate) - (CEILING_DBTP - 0.1)
+            if rate == SAMPLE_RATE and out.shape[0] == ready.shape[0]:  # same 1 ms blocks
+                cut = np.where(over > 0, over + 0.3, 0.0)
+                cut = maximum_filter1d(cut, size=2 * _OVERSHOOT_REACH_MS + 1, mode="nearest")
+                offsets = -cut if offsets is None else offsets - cut
+            else:
+                ceiling -= peak - CEILING_DBTP + 0.3
         target += TARGET_LUFS - lufs
-    else:
-        raise PublishAudioError(f"could not meet {TARGET_LUFS:g} LUFS / {CEILING_DBTP:g} dBTP"
-                                f" after {ENCODE_ROUNDS} encodings (last {lufs:.2f} LUFS,"
-                                f" {peak:.2f} dBTP)")
-    return PreparedAudio(ogg_bytes=ogg, duration_s=out.shape[0] / SAMPLE_RATE, lufs=lufs,
-                         true_peak_dbtp=peak, sample_rate=SAMPLE_RATE)
+    if best is not None:
+        return best
+    raise PublishAudioError(f"could not meet {TARGET_LUFS:g} LUFS / {CEILING_DBTP:g} dBTP"
+                            f" after {ENCODE_ROUNDS} encodings (last {lufs:.2f} LUFS,"
+                            f" {peak:.2f} dBTP)")

@@ -23,6 +23,7 @@ jumping, which a voice does not hear as distortion.
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pyloudnorm
@@ -98,7 +99,8 @@ def true_peak_dbtp(samples: np.ndarray) -> float:
     return gain_to_db(float(_block_peaks(samples, _CHUNK).max()))
 
 
-def _limiter_gains(peaks: np.ndarray, ceiling: float, hold: int) -> np.ndarray:
+def _limiter_gains(peaks: np.ndarray, ceiling: float | np.ndarray,
+                   hold: int) -> np.ndarray:
     """Per-block gains that keep blocks with these true peaks under ``ceiling``."""
     need = np.minimum(1.0, ceiling / np.maximum(peaks, 1e-12))
     if need.min() >= 1.0:
@@ -168,8 +170,15 @@ def _gated_loudness(energy: np.ndarray, per_block: int, block_len: int) -> float
     return float(-0.691 + 10 * np.log10(kept.mean())) if kept.shape[0] else -math.inf
 
 
+def block_true_peaks_db(samples: np.ndarray, rate: int) -> np.ndarray:
+    """The true peak (dBTP) of each of the limiter's 1 ms blocks of ``samples``."""
+    with np.errstate(divide="ignore"):
+        return 20 * np.log10(_block_peaks(samples, limiter_block(rate)))
+
+
 def normalise(samples: np.ndarray, rate: int, *, target_lufs: float = TARGET_LUFS,
-              ceiling_dbtp: float, rounds: int = 3, tolerance_lu: float = 0.05) -> np.ndarray:
+              ceiling_dbtp: float, ceiling_offsets_db: np.ndarray | None = None,
+              rounds: int = 3, tolerance_lu: float = 0.05) -> np.ndarray:
     """``samples`` brought to ``target_lufs`` with true peak <= ``ceiling_dbtp``.
 
     Plain gain moves the loudness dB for dB, but what the limiter then takes back grows
@@ -178,17 +187,25 @@ def normalise(samples: np.ndarray, rate: int, *, target_lufs: float = TARGET_LUF
     energy with it, so both are worked out once per 1 ms block, and a try is the
     limiter's block gains and BS.1770's gating over those blocks. The result is then
     measured in full with pyloudnorm, and the small difference (the limiter's gain
-    moves inside a block) corrected in a round or two.
+    moves inside a block) corrected in a round or two. ``ceiling_offsets_db`` (<= 0, one
+    per 1 ms block) lowers the ceiling locally, where an encoder overshot it.
     """
-    source = integrated_lufs(samples, rate)
-    if not math.isfinite(source):
-        raise SilentAudioError("the audio is silent: there is no loudness to normalise")
+    if samples.shape[0] <= int(0.4 * rate):
+        raise SilentAudioError("the audio is shorter than one 400 ms loudness block")
     block = limiter_block(rate)
     hold = _hold_blocks(rate)
-    ceiling = db_to_gain(ceiling_dbtp)
-    peaks = _block_peaks(samples, block)
-    energy = _k_weighted_block_energy(samples, rate, block)
     per_100ms = round(0.1 * rate / block)
+    # The two passes over the whole story run side by side (scipy releases the GIL).
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="loudness") as pool:
+        peaks_job = pool.submit(_block_peaks, samples, block)
+        energy = _k_weighted_block_energy(samples, rate, block)
+        peaks = peaks_job.result()
+    source = _gated_loudness(energy, per_100ms, block)
+    if not math.isfinite(source):
+        raise SilentAudioError("the audio is silent: there is no loudness to normalise")
+    ceiling: float | np.ndarray = db_to_gain(ceiling_dbtp)
+    if ceiling_offsets_db is not None:
+        ceiling = ceiling * np.power(10.0, np.minimum(ceiling_offsets_db, 0.0) / 20.0)
 
     def estimate(gain_db: float) -> tuple[float, np.ndarray]:
         gain = db_to_gain(gain_db)
