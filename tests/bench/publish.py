@@ -19,6 +19,13 @@ thread per core; everything else runs on one.
 
 ``publish_story`` is the one place the steps are timed: the lead's vet tool adds its
 own steps (upload of the catalog) there.
+
+Then the kiosk side (tests/bench/catalog_bench.py): a real ``central serve`` on loopback
+holding 200 published stories (``--quick``: 50) of Ogg/Opus, 20-60 s each, and a
+freshly enrolled kiosk. Its first ``sync_once`` fetches the catalog and every story
+(time, MB/s, requests, bytes received, through a counting httpx transport); a second
+pass with nothing new must cost a single ``GET /catalog`` answered 304 (the heartbeat
+each pass sends is counted apart). Skip it with ``--no-catalog-sync``.
 """
 
 from __future__ import annotations
@@ -47,6 +54,7 @@ from sync import catalog  # noqa: E402
 from sync.envelope import X25519Identity  # noqa: E402
 from sync.signing import SigningKey  # noqa: E402
 from sync.vet import audio  # noqa: E402
+from tests.bench.catalog_bench import catalog_sync_runs  # noqa: E402
 from tests.harness.speech import make_speech  # noqa: E402
 
 RATE = 48_000
@@ -157,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--with-upload", metavar="URL",
                         help="also PUT the audio to the service at URL (needs --token)")
     parser.add_argument("--token", help="a vetter token for --with-upload")
+    parser.add_argument("--no-catalog-sync", action="store_true",
+                        help="skip the kiosk catalog sync measurements")
     args = parser.parse_args(argv)
     if args.with_upload and not args.token:
         parser.error("--with-upload needs --token")
@@ -201,12 +211,90 @@ def main(argv: list[str] | None = None) -> int:
               or abs(run["lufs"] - audio.TARGET_LUFS) > 0.5
               or run["true_peak_dbtp"] > audio.CEILING_DBTP]
     print("targets met" if not failed else f"targets missed: {', '.join(failed)}")
+
+    sync: dict[str, Any] | None = None
+    sync_failed: list[str] = []
+    if not args.no_catalog_sync:
+        sync = catalog_sync_runs(50 if args.quick else 200)
+        sync_failed = catalog_sync_problems(sync)
+        print()
+        print_catalog_sync(sync, quick=args.quick)
+        print("catalog sync checks met" if not sync_failed
+              else f"catalog sync checks missed: {'; '.join(sync_failed)}")
     if args.json:
         args.json.write_text(json.dumps({
             "size": "quick" if args.quick else "full", "cpu_count": os.cpu_count(),
             "targets_x_real_time": TARGETS, "runs": runs, "targets_failed": failed,
+            "catalog_sync": sync, "catalog_sync_failed": sync_failed,
         }, indent=2) + "\n")
-    return 1 if failed else 0
+    return 1 if failed or sync_failed else 0
+
+
+def catalog_sync_problems(sync: dict[str, Any]) -> list[str]:
+    """What the kiosk catalog sync did not do as it must (empty: all good)."""
+    count = sync["setup"]["stories"]
+    first, again = sync["first_sync"], sync["nothing_new"]
+    problems = []
+    if first["result"]["error"] or first["result"]["catalog_error"] \
+            or not first["result"]["catalog_installed"]:
+        problems.append(f"first sync: {first['result']}")
+    if first["library_stories"] != count or first["library_error"]:
+        problems.append(f"library holds {first['library_stories']} of {count} stories"
+                        f" ({first['library_error']})")
+    stories = first["by_kind"].get("story", {})
+    if stories.get("statuses") != {"200": count}:
+        problems.append(f"story downloads: {stories.get('statuses')}")
+    if not again["single_304"]:
+        problems.append(f"nothing new: catalog requests {again['catalog_requests']}")
+    if set(again["by_kind"]) - {"catalog", "heartbeat"}:
+        problems.append(f"nothing new: other requests {sorted(again['by_kind'])}")
+    if again["library_stories"] != count:
+        problems.append(f"nothing new: library holds {again['library_stories']} stories")
+    if again["body_bytes"] or again["result"]["catalog_error"]:
+        problems.append(f"nothing new: {again['body_bytes']} body bytes,"
+                        f" {again['result']['catalog_error']}")
+    return problems
+
+
+def print_catalog_sync(sync: dict[str, Any], *, quick: bool) -> None:
+    setup, first, again = sync["setup"], sync["first_sync"], sync["nothing_new"]
+    print(f"Kiosk catalog sync: {setup['stories']} stories"
+          f" ({'quick' if quick else 'full'}), real central serve on loopback, in-process"
+          " sync_once")
+    print(f"  stories: Ogg/Opus {setup['kbit_per_s']:.1f} kbit/s, 20-60 s each"
+          f" ({setup['audio_seconds'] / 60:.0f} min in all), mean"
+          f" {setup['mean_story_bytes']:,} B; {setup['base_clips']} encoded clips, each"
+          " story its own Ogg serial (distinct SHA-256)")
+    print(f"  setup: encode {setup['encode_s']:.1f} s, PUT {setup['stories']} stories +"
+          f" catalog ({setup['catalog_bytes']:,} B) {setup['upload_s']:.1f} s")
+
+    def kind(run: dict[str, Any], name: str) -> str:
+        group = run["by_kind"].get(name)
+        if group is None:
+            return "0"
+        statuses = ",".join(f"{n}x{code}" for code, n in group["statuses"].items())
+        return f"{group['requests']} ({statuses})"
+
+    print(f"{'':<28} {'first sync':>22} {'nothing new':>22}")
+    rows: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
+        ("stories in catalog", lambda r: str(setup["stories"])),
+        ("story audio bytes", lambda r: f"{setup['audio_bytes']:,}"),
+        ("wall time (s)", lambda r: f"{r['wall_s']:.3f}"),
+        ("MB/s (audio / wall)", lambda r: f"{r['mb_per_s']:.1f}" if "mb_per_s" in r else "-"),
+        ("requests", lambda r: str(r["requests"])),
+        ("  catalog (+ .sig)", lambda r: kind(r, "catalog")),
+        ("  story audio", lambda r: kind(r, "story")),
+        ("  heartbeat (apart)", lambda r: kind(r, "heartbeat")),
+        ("  other", lambda r: kind(r, "other")),
+        ("body bytes received", lambda r: f"{r['body_bytes']:,}"),
+        ("  of them catalog",
+         lambda r: f"{r['by_kind'].get('catalog', {}).get('body_bytes', 0):,}"),
+        ("header bytes received", lambda r: f"{r['header_bytes']:,}"),
+        ("catalog installed (pass)", lambda r: "yes" if r["result"]["catalog_installed"] else "no"),
+        ("library stories after", lambda r: str(r["library_stories"])),
+    ]
+    for label, show in rows:
+        print(f"{label:<28} {show(first):>22} {show(again):>22}")
 
 
 if __name__ == "__main__":
