@@ -4,13 +4,14 @@ a single Range). Decisions are review.py's."""
 from __future__ import annotations
 
 import logging
-import re
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
+from sync.byte_range import Unsatisfiable
+from sync.byte_range import byte_range as parse_byte_range
 from sync.vetting import STATES, is_state
 from sync.wire import is_part_name, is_submission_id
 
@@ -20,7 +21,6 @@ from .errors import ApiError, responses
 
 log = logging.getLogger("central")
 router = APIRouter()
-_RANGE = re.compile(r"bytes=(\d{0,18})-(\d{0,18})")
 
 
 class QueuePart(BaseModel):
@@ -64,25 +64,11 @@ def queue(request: Request, vetter: VetterDep,
 
 
 def byte_range(header: str | None, size: int) -> tuple[int, int] | None:
-    """(start, end exclusive) of a single ``bytes=`` range; None means the whole part."""
-    if header is None:
-        return None
-    match = _RANGE.fullmatch(header.strip())
-    if match is None:
-        return None  # several ranges or another unit: RFC 9110 lets us send it all
-    first, last = match.groups()
-    if not first and not last:
-        return None
-    if not first:  # the last N bytes
-        count = int(last)
-        if count == 0:
-            raise _unsatisfiable(size)
-        return max(0, size - count), size
-    start = int(first)
-    end = size - 1 if not last else min(int(last), size - 1)
-    if start >= size or (last and int(last) < start):
-        raise _unsatisfiable(size)
-    return start, end + 1
+    """:func:`sync.byte_range.byte_range`, answering 416 when the range is unsatisfiable."""
+    try:
+        return parse_byte_range(header, size)
+    except Unsatisfiable:
+        raise _unsatisfiable(size) from None
 
 
 def _unsatisfiable(size: int) -> ApiError:

@@ -33,13 +33,13 @@ from fastapi.responses import FileResponse, JSONResponse, Response, StreamingRes
 from pydantic import BaseModel, Field
 from starlette.background import BackgroundTask
 
+from sync.byte_range import Unsatisfiable, byte_range
 from sync.wire import is_part_name, is_submission_id
 
 from .backend import Backend, BackendError, PreparedPreview, PublishForm
 from .security import Gate, GateMiddleware, error
 
 STATIC = Path(__file__).resolve().parent / "static"
-_RANGE = re.compile(r"bytes=(\d{0,18})-(\d{0,18})")
 _TRIM = re.compile(r"(\d{1,3}):(\d{1,6}(?:\.\d{1,3})?)-(\d{1,6}(?:\.\d{1,3})?)")
 _STATES = frozenset({"received", "in_review", "approved", "published", "unpublished",
                      "rejected", "withdrawn"})
@@ -92,41 +92,13 @@ def _trims(items: list[TrimBody] | list[str]) -> dict[int, tuple[float, float]]:
     return out
 
 
-def _byte_range(header: str | None, size: int) -> tuple[int, int] | None:
-    """(start, end exclusive) of a single ``bytes=`` range; None: the whole body."""
-    if header is None:
-        return None
-    match = _RANGE.fullmatch(header.strip())
-    if match is None:
-        return None  # several ranges or another unit: RFC 9110 lets us send it all
-    first, last = match.groups()
-    if not first and not last:
-        return None
-    if not first:
-        count = int(last)
-        if count == 0:
-            raise _Unsatisfiable(size)
-        return max(0, size - count), size
-    start = int(first)
-    if start >= size or (last and int(last) < start):
-        raise _Unsatisfiable(size)
-    end = size - 1 if not last else min(int(last), size - 1)
-    return start, end + 1
-
-
-class _Unsatisfiable(Exception):
-    def __init__(self, size: int) -> None:
-        super().__init__("range not satisfiable")
-        self.size = size
-
-
 def _ranged(request: Request, size: int, *, media_type: str,
             read: Any, close: Any = None) -> Response:
     """A 200/206 response over ``read(start, end) -> Iterator[bytes]``."""
     headers = {"Accept-Ranges": "bytes", "Cache-Control": "no-store"}
     try:
-        wanted = _byte_range(request.headers.get("range"), size)
-    except _Unsatisfiable:
+        wanted = byte_range(request.headers.get("range"), size)
+    except Unsatisfiable:
         if close is not None:
             close()
         return error(416, "range_not_satisfiable", "the range is outside the audio",
