@@ -20,7 +20,6 @@ new one, never half of either.
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 from dataclasses import asdict, dataclass
@@ -30,13 +29,14 @@ from typing import Any
 
 import httpx
 
+from sync import durable
 from sync.client.enrol import enrol
 from sync.client.http import DEFAULT_TIMEOUTS, Timeouts
 from sync.envelope.errors import KeyFormatError
 from sync.signing import SigningKey, VerifyKey, format_signing_key_file, parse_signing_key_file
 from sync.wire import is_device_id
 
-from .vault.layout import fsync_dir, make_dir_durably
+from .vault.layout import make_dir_durably
 
 DEVICE_KEY_FILE = "device.key"
 DEVICE_FILE = "device.json"
@@ -54,22 +54,9 @@ class AlreadyEnrolled(Exception):
 
 
 def write_durably(path: Path, data: bytes, *, mode: int = 0o644) -> None:
-    """Replace ``path`` with ``data``: temp file (``mode`` from the start), fsync,
-    rename, fsync of the folder."""
+    """Replace ``path`` with ``data`` durably (sync/durable.py), its folder made durably."""
     make_dir_durably(path.parent)
-    temp = path.with_name(f".{path.name}.tmp")
-    temp.unlink(missing_ok=True)
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        os.fchmod(fd, mode)  # whatever the umask said
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(temp, path)
-    fsync_dir(path.parent)
+    durable.write_durably(path, data, mode=mode)
 
 
 @dataclass(frozen=True)
