@@ -71,8 +71,11 @@ class DisplayConfig:
 class SyncConfig:
     #: Days an acknowledged submission's ciphertext stays on the kiosk after its receipt.
     retention_days: float = 7.0
-    #: Bytes per tus PATCH: a cut costs at most one chunk sent again.
+    #: Bytes per tus PATCH to start with: a cut costs at most one chunk sent again.
     chunk_bytes: int = 4 * 1024 * 1024
+    #: Chunks grow up to this while the link answers them quickly (sync/client/tus.py).
+    #: Two chunks are in memory at once during an upload.
+    max_chunk_bytes: int = 16 * 1024 * 1024
     connect_timeout_s: float = 10.0
     #: Each read (and each write) of a request must progress within this.
     read_timeout_s: float = 30.0
@@ -282,6 +285,7 @@ def parse(raw: dict[str, Any], *, base_dir: Path, source: Path | None = None) ->
     values["display"] = _section("display", raw, DisplayConfig, {"kiosk_mode": _boolean})
     values["sync"] = _section("sync", raw, SyncConfig, {
         "retention_days": _non_negative_number, "chunk_bytes": _chunk_bytes,
+        "max_chunk_bytes": _chunk_bytes,
         "connect_timeout_s": _positive_number, "read_timeout_s": _positive_number,
         "attempt_deadline_s": _positive_number, "interval_s": _positive_number})
     values["stories"] = _section("stories", raw, StoriesConfig, {"quota_bytes": _quota_bytes})

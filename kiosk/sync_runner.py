@@ -224,7 +224,8 @@ def _pass(cfg: KioskConfig, store: Store, data_dir: Path, *,
         if error is None:
             pusher = Pusher(client, device_id=enrolment.device_id, signing_key=signing_key,
                             service_key=enrolment.service_key,
-                            chunk_bytes=cfg.sync.chunk_bytes, timeouts=timeouts, stop=stop,
+                            chunk_bytes=cfg.sync.chunk_bytes,
+                            max_chunk_bytes=cfg.sync.max_chunk_bytes, timeouts=timeouts, stop=stop,
                             progress=report)
             try:
                 pushed = pusher.run(outbox)

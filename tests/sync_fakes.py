@@ -216,6 +216,9 @@ class FakeCentral:
 # -- the kiosk's side -------------------------------------------------------------------------
 
 def kiosk_config(data_dir: Path, **sync: object) -> KioskConfig:
+    # Chunks of exactly chunk_bytes unless a test asks for growth: these tests count
+    # PATCHes and resent bytes in chunks.
+    sync.setdefault("max_chunk_bytes", sync.get("chunk_bytes", SyncConfig().chunk_bytes))
     return KioskConfig(data_dir=data_dir, sync=SyncConfig(**sync))  # type: ignore[arg-type]
 
 

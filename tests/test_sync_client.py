@@ -17,6 +17,7 @@ from kiosk.device import read_sync_state
 from kiosk.sync_runner import SyncProgress, sync_once
 from kiosk.vault.layout import OUTBOX
 from kiosk.vault.store import Store
+from sync.client import tus
 from tests.sync_fakes import API, FakeCentral, enrolled, kiosk_config, make_submission
 
 CHUNK = 1000
@@ -310,25 +311,82 @@ def test_an_unreachable_service_is_a_network_error(data_dir, store, central) -> 
     assert result.error == "network" and result.pending == 1 and result.sent_bytes == 0
 
 
-def test_a_damaged_local_file_is_rejected_and_never_uploaded(data_dir, store, central) -> None:
-    damaged = make_submission(data_dir, store, (1500,))
+def patch_sizes(central: FakeCentral) -> list[int]:
+    """The body size of every PATCH the fake answered, in order (a fault that only
+    watches)."""
+    sizes: list[int] = []
+
+    def watch(request: httpx.Request, _central: FakeCentral) -> None:
+        if request.method == "PATCH":
+            sizes.append(len(request.content))
+
+    central.faults.append(watch)
+    return sizes
+
+
+def test_chunks_grow_on_a_fast_link_and_a_cut_costs_the_chunk_in_flight(
+        data_dir, store, central) -> None:
+    sid = make_submission(data_dir, store, (20_000,), manifest_size=500)
+    sizes = patch_sizes(central)
+    # The 4th PATCH of the part (the 5th overall: the manifest goes first) dies.
+    central.faults.append(nth("PATCH", "/uploads/", {5}, httpx.ReadError("cut")))
+    first = run(data_dir, store, central, sync={"max_chunk_bytes": 8 * CHUNK})
+    assert first.error == "network"
+    second = run(data_dir, store, central, sync={"max_chunk_bytes": 8 * CHUNK})
+    assert second.acknowledged == 1
+    # Doubling from CHUNK while each chunk is answered at once, capped at 8 chunks;
+    # after the cut the pass starts again from CHUNK at the service's offset.
+    assert sizes == [500, 1000, 2000, 4000, 8000, 1000, 2000, 4000, 6000], sizes
+    resent = first.sent_bytes + second.sent_bytes - (20_000 + 500)
+    assert resent == 8000  # the chunk in flight, no more
+    assert central.blob(sid, "q1-1.age") == files_of(data_dir, sid)["q1-1.age"]
+
+
+def test_a_slow_chunk_halves_the_next_but_never_below_chunk_bytes(
+        data_dir, store, central, monkeypatch) -> None:
+    monkeypatch.setattr(tus, "GROW_WITHIN_S", 0.03)
+    monkeypatch.setattr(tus, "SHRINK_AFTER_S", 0.05)
+    sizes = patch_sizes(central)
+    slow = iter([False, False, False, True, True, True])
+
+    def sometimes_slow(request: httpx.Request, _central: FakeCentral) -> None:
+        if request.method == "PATCH" and next(slow, False):
+            time.sleep(0.08)
+
+    central.faults.append(sometimes_slow)
+    sid = make_submission(data_dir, store, (16_000,), manifest_size=500)
+    assert run(data_dir, store, central, sync={"max_chunk_bytes": 8 * CHUNK}).acknowledged == 1
+    assert sizes == [500, 1000, 2000, 4000, 2000, 1000, 1000, 2000, 3000], sizes
+    assert central.blob(sid, "q1-1.age") == files_of(data_dir, sid)["q1-1.age"]
+
+
+def test_a_damaged_local_file_is_rejected_and_never_finished(data_dir, store, central) -> None:
+    damaged = make_submission(data_dir, store, (800,))  # fits in one chunk
+    longer = make_submission(data_dir, store, (2500,))  # three chunks
     missing = make_submission(data_dir, store, (1500,))
     fine = make_submission(data_dir, store, (1500,))
-    path = data_dir / OUTBOX / damaged / "q1-1.age"
-    data = bytearray(path.read_bytes())
-    data[700] ^= 1
-    path.write_bytes(bytes(data))
+    for sid in (damaged, longer):
+        path = data_dir / OUTBOX / sid / "q1-1.age"
+        data = bytearray(path.read_bytes())
+        data[700] ^= 1  # in the first chunk
+        path.write_bytes(bytes(data))
     (data_dir / OUTBOX / missing / "manifest.json.age").unlink()
     result = run(data_dir, store, central)
-    # The missing file is found by the reconciliation that starts the pass, the damaged
-    # one by the check before its upload.
-    assert (result.rejected, result.acknowledged) == (2, 1)
-    assert state(store, damaged) == state(store, missing) == "rejected"
-    assert store.outbox_row(damaged).last_error == "local_file_damaged"
+    # The missing file is found by the reconciliation that starts the pass; a damaged
+    # one by the check before its upload, or for a longer file, before its last chunk.
+    assert (result.rejected, result.acknowledged) == (3, 1)
+    assert state(store, damaged) == state(store, longer) == state(store, missing) \
+        == "rejected"
+    for sid in (damaged, longer):
+        assert store.outbox_row(sid).last_error == "local_file_damaged"
     assert store.outbox_row(missing).last_error == "local_file_missing"
     assert state(store, fine) == "acknowledged"
+    # Nothing of the one-chunk file went; the longer one's upload was never finished.
     uploaded = {u.submission_id for u in central.uploads.values()}
-    assert uploaded == {fine}
+    assert damaged not in uploaded and missing not in uploaded and fine in uploaded
+    started = [u for u in central.uploads.values() if u.submission_id == longer]
+    assert [(len(u.data), u.length) for u in started if u.part == "q1-1.age"] == [(2000, 2500)]
+    assert longer not in central.stored and fine in central.stored
 
 
 def test_a_stored_upload_the_service_forgot_is_created_anew(data_dir, store, central) -> None:

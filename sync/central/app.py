@@ -82,6 +82,9 @@ def create_app(data_dir: Path, settings: Settings | None = None, *,
         return {"status": "ok", "service": "central", "version": __version__}
 
     app.include_router(api.router(bench_sink=settings.bench_sink))
+    from .api import fleet  # the administrator's fleet view (JSON and an HTML page)
+
+    app.include_router(fleet.router)
     _honest_openapi(app)
     app.add_middleware(TusResumableHeader)  # type: ignore[arg-type]
     return app

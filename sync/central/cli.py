@@ -1,5 +1,5 @@
-"""The ``central`` command: init, serve, enrol-code, devices, revoke, vetter add, audit verify,
-set-publisher-key, status.
+"""The ``central`` command: init, serve, enrol-code, devices, revoke, vetter add, admin add,
+audit verify, set-publisher-key, status, backup, restore.
 
 A command that makes a code or a token prints it alone on the last line, so scripts can
 take ``tail -n 1``. Errors go to stderr with exit code 2. Nothing here logs a secret.
@@ -90,10 +90,35 @@ def _parser() -> argparse.ArgumentParser:
     vadd = vsub.add_parser("add", help="add a vetter; print the token last")
     vadd.add_argument("--data", type=Path, required=True, metavar="DIR")
     vadd.add_argument("name")
+    backup_cmd = add("backup", "copy the data directory into a new folder DIR, while the"
+                               " service runs (it holds the service's private key: keep it"
+                               " secret)")
+    backup_cmd.add_argument("dir", type=Path, metavar="DIR")
+    restore_cmd = add("restore", "check the backup DIR and make --data a data directory"
+                                 " from it (stop the service first)")
+    restore_cmd.add_argument("dir", type=Path, metavar="DIR")
+    restore_cmd.add_argument("--force", action="store_true",
+                             help="--data is not empty: rename it aside, then restore")
+    admin = sub.add_parser("admin", help="administrator tokens (the fleet view)")
+    admsub = admin.add_subparsers(dest="admin_command", required=True)
+    adm_add = admsub.add_parser("add", help="add an administrator; print the token last")
+    adm_add.add_argument("--data", type=Path, required=True, metavar="DIR")
+    adm_add.add_argument("name")
+    adm_revoke = admsub.add_parser("revoke", help="revoke an administrator's token")
+    adm_revoke.add_argument("--data", type=Path, required=True, metavar="DIR")
+    adm_revoke.add_argument("admin_id", metavar="ID")
     audit = sub.add_parser("audit", help="the audit log")
     asub = audit.add_subparsers(dest="audit_command", required=True)
     verify = asub.add_parser("verify", help="check the audit log's hash chain")
     verify.add_argument("--data", type=Path, required=True, metavar="DIR")
+    usb = add("import", "take the USB bundles in DIR (kiosk export): store their"
+                        " submissions with the network's checks, write receipts back")
+    usb.add_argument("dir", type=Path, metavar="DIR")
+    usb.add_argument("--catalog", action="store_true",
+                     help="also write the current signed catalog and its audio to DIR")
+    cat = add("export-catalog", "write the current signed catalog and its story audio to"
+                                " DIR, for kiosks without a network (kiosk import)")
+    cat.add_argument("dir", type=Path, metavar="DIR")
     return parser
 
 
@@ -128,6 +153,52 @@ def _cmd_devices(central: Central) -> int:
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    return 0
+
+
+def _cmd_backup_restore(args: argparse.Namespace) -> int:
+    from .backup import BackupError, backup, restore
+
+    try:
+        if args.command == "backup":
+            done = backup(args.data, args.dir)
+            counts = " ".join(f"{k}={v}" for k, v in sorted(done.counts.items()))
+            print(f"backup written: {done.files} files, {done.bytes} bytes"
+                  + (f" ({counts})" if counts else ""))
+            print("it holds the service's private key: keep it as secret as the service")
+            print(done.path)
+            return 0
+        done = restore(args.dir, args.data, force=args.force)
+    except BackupError as exc:
+        raise UsageError(str(exc)) from None
+    if done.replaced is not None:
+        print(f"the folder that was there is kept as {done.replaced}")
+    print(f"restored {done.files} files into {done.path}; audit chain intact:"
+          f" {done.audit_entries} entries")
+    print("service public key (compare with the one the kiosks pinned):")
+    print(done.service_key)
+    return 0
+
+
+def _cmd_admin(central: Central, args: argparse.Namespace) -> int:
+    from .api.fleet import make_admin_token
+
+    if args.admin_command == "revoke":
+        if not central.meta.revoke_admin(args.admin_id, time.time(),
+                                         audit=AuditEvent("cli", "admin_revoked",
+                                                          args.admin_id)):
+            raise UsageError(f"no administrator {args.admin_id!r}")
+        print(f"administrator {args.admin_id} revoked")
+        return 0
+    name = args.name.strip()
+    if not name or len(name) > 100:
+        raise UsageError("an administrator name is 1 to 100 characters")
+    token = make_admin_token()
+    admin_id = "adm-" + secrets.token_hex(8)
+    central.meta.add_admin(admin_id, name, hash_secret(token), time.time(),
+                           audit=AuditEvent("cli", "admin_added", admin_id))
+    print(f"administrator {admin_id} added; the token is shown once:")
+    print(token)
     return 0
 
 
@@ -180,8 +251,16 @@ def _run(args: argparse.Namespace) -> int:
         if args.max_upload_bytes < 1:
             raise UsageError("--max-upload-bytes must be at least 1")
         return serve(args.data, settings, host=args.host, port=args.port)
+    if args.command in ("backup", "restore"):
+        return _cmd_backup_restore(args)
     central = Central(args.data)
     try:
+        if args.command == "admin":
+            return _cmd_admin(central, args)
+        if args.command in ("import", "export-catalog"):
+            from .usb_import import cli_command
+
+            return cli_command(central, args)
         if args.command == "enrol-code":
             return _cmd_enrol_code(central, args)
         if args.command == "devices":

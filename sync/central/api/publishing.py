@@ -37,8 +37,8 @@ from sync.vetting import is_story_id
 from ..core import Central
 from ..storage.base import AuditEvent, ChecksumMismatch, StaleCatalog, StoredCatalog
 from .auth import ReaderDep, VetterDep, central
+from .body import Spool, receive_body
 from .errors import ApiError, ErrorBody, responses
-from .uploads import _Spool, spool_body
 from .vetters import byte_range
 
 log = logging.getLogger("central")
@@ -107,10 +107,11 @@ async def put_audio(story_id: str, request: Request, vetter: VetterDep) -> Audio
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise ApiError(413, "too_large", f"the audio is larger than {limit} bytes")
-    spool = await run_in_threadpool(_Spool, svc.tmp, "sha256")
+    spool = await run_in_threadpool(Spool, svc.tmp, "sha256")
     try:
         try:
-            outcome = await spool_body(request, svc, spool, limit)
+            outcome = await receive_body(request, idle_timeout=svc.settings.body_idle_timeout,
+                                          write=spool.write, limit=limit)
         except ClientDisconnect:
             outcome = "cut"
         if outcome == "too_large":
@@ -144,7 +145,7 @@ async def put_audio(story_id: str, request: Request, vetter: VetterDep) -> Audio
         await run_in_threadpool(spool.close)
 
 
-def _is_ogg(spool: _Spool) -> bool:
+def _is_ogg(spool: Spool) -> bool:
     head = next(spool.chunks(), b"")
     return head.startswith(_OGG)
 

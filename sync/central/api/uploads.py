@@ -1,10 +1,12 @@
 """tus 1.0.0 at ``/uploads/``: creation, checksum, termination and expiration.
 
-A PATCH body is streamed into a temp chunk under the data directory while it is hashed;
-only then is it appended to the upload (fsync), and only after that does the committed
-offset move. With an ``Upload-Checksum`` the chunk is all or nothing; without one, what
-arrived before a cut is kept, as tus says. Blocking file work runs in worker threads so
-the event loop keeps serving other devices.
+A PATCH body is written straight into the upload's blob past its committed offset,
+hashed as it arrives (api/body.py); only when it is whole, its checksum right and its
+bytes durable (fdatasync) does the committed offset move. A checksum mismatch or a cut
+cuts the blob back to the committed offset, so nothing is written twice. With an
+``Upload-Checksum`` the chunk is all or nothing; without one, what arrived before a cut
+is kept, as tus says. Blocking file work runs in worker threads so the event loop keeps
+serving other devices.
 
 One lock per upload, taken without waiting (423 when busy) and held for the whole PATCH;
 a stalled body cannot hold it forever because every body read has an idle timeout.
@@ -12,22 +14,17 @@ a stalled body cannot hold it forever because every body read has an idle timeou
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import hashlib
 import logging
 import re
 import secrets
 import time
-from collections.abc import Iterator
 from email.utils import formatdate
-from pathlib import Path
-from typing import Annotated, BinaryIO
+from typing import Annotated
 
-import anyio
 from fastapi import APIRouter, Header, Request, Response
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import ClientDisconnect
 
 from sync.wire import (
     API,
@@ -39,17 +36,15 @@ from sync.wire import (
 )
 
 from ..core import Central
-from ..storage.base import AuditEvent, Conflict, Device, OffsetMismatch, Upload
+from ..storage.base import AuditEvent, Conflict, Device, OffsetMismatch, Upload, UploadAppend
 from .auth import DeviceDep, central
+from .body import DIGESTS, receive_body
 from .errors import ApiError, responses
 
 log = logging.getLogger("central")
 router = APIRouter()
 
 UPLOAD_ID = re.compile(r"[0-9a-f]{32}")
-FLUSH_BYTES = 1024 * 1024
-READ_BYTES = 1024 * 1024
-_DIGESTS = {"sha1": hashlib.sha1, "sha256": hashlib.sha256}
 
 
 class _RunningHashes:
@@ -86,11 +81,6 @@ class _RunningHashes:
 _HASHES = _RunningHashes()
 
 
-def _hashing(chunks: Iterator[bytes], running: hashlib._Hash | None) -> Iterator[bytes]:
-    for chunk in chunks:
-        if running is not None:
-            running.update(chunk)
-        yield chunk
 TUS_EXTENSIONS = "creation,checksum,termination,expiration"
 
 
@@ -215,63 +205,24 @@ def tus_head(upload_id: str, request: Request, device: DeviceDep,
         "Upload-Expires": _http_date(upload.expires_at), "Cache-Control": "no-store"}))
 
 
-class _Spool:
-    """A temp chunk file in the data directory, written and hashed in a worker thread."""
+class _ChunkSink:
+    """Where a PATCH body goes: hashed for its checksum and the upload's running SHA-256,
+    then written at the upload's offset (in one worker thread, one block at a time)."""
 
-    def __init__(self, folder: Path, algorithm: str | None) -> None:
-        self.path = folder / f"chunk-{secrets.token_hex(8)}"
-        self.file: BinaryIO = self.path.open("xb")
-        self.digest = _DIGESTS[algorithm]() if algorithm else None
+    def __init__(self, append: UploadAppend, algorithm: str | None,
+                 running: hashlib._Hash | None) -> None:
+        self.append = append
+        self.digest = DIGESTS[algorithm]() if algorithm else None
+        self.running = running
         self.size = 0
 
     def write(self, data: bytes) -> None:
         if self.digest is not None:
             self.digest.update(data)
-        self.file.write(data)
+        if self.running is not None:
+            self.running.update(data)
+        self.append.write(data)
         self.size += len(data)
-
-    def chunks(self) -> Iterator[bytes]:
-        self.file.flush()
-        with self.path.open("rb") as source:
-            while data := source.read(READ_BYTES):
-                yield data
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self.file.close()
-        self.path.unlink(missing_ok=True)
-
-
-async def spool_body(request: Request, svc: Central, spool: _Spool, limit: int) -> str | None:
-    """Stream the body into ``spool``; return None, "cut", "timeout" or "too_large"."""
-    pending: list[bytes] = []
-    pending_size = 0
-    stream = request.stream().__aiter__()
-    outcome: str | None = None
-    while True:
-        try:
-            with anyio.fail_after(svc.settings.body_idle_timeout):
-                data = await stream.__anext__()
-        except StopAsyncIteration:
-            break
-        except TimeoutError:
-            outcome = "timeout"
-            break
-        except ClientDisconnect:
-            outcome = "cut"
-            break
-        if not data:
-            continue
-        if spool.size + pending_size + len(data) > limit:
-            return "too_large"
-        pending.append(data)
-        pending_size += len(data)
-        if pending_size >= FLUSH_BYTES:
-            await run_in_threadpool(spool.write, b"".join(pending))
-            pending, pending_size = [], 0
-    if pending:
-        await run_in_threadpool(spool.write, b"".join(pending))
-    return outcome
 
 
 def _finish(svc: Central, upload: Upload, device: Device) -> None:
@@ -323,7 +274,7 @@ async def tus_patch(
             algorithm, expected_digest = parse_checksum_header(upload_checksum)
         except ValueError:
             raise ApiError(400, "bad_checksum", "Upload-Checksum is malformed") from None
-        if algorithm not in _DIGESTS:
+        if algorithm not in DIGESTS:
             raise ApiError(400, "bad_checksum", "checksum algorithm must be sha1 or sha256")
     if not svc.meta.try_lock_upload(upload_id):
         raise ApiError(423, "locked", "another request is working on this upload")
@@ -347,49 +298,49 @@ async def _patch_locked(request: Request, svc: Central, upload_id: str, device: 
     if declared is not None and declared.isdigit() and int(declared) > room:
         raise ApiError(413, "too_large", "the body goes past Upload-Length")
     try:
-        spool = await run_in_threadpool(_Spool, svc.tmp, algorithm)
+        append = await run_in_threadpool(svc.blobs.open_append, upload_id, upload.offset)
     except OSError as exc:
         if _full(exc):
             raise ApiError(507, "storage_full", "the service is out of disk space") from None
         raise
+    except OffsetMismatch as exc:
+        # Fewer durable bytes than the committed offset: the store lost data.
+        log.error("storage_inconsistent upload %s", upload_id)
+        raise ApiError(500, "internal", "stored upload is shorter than its offset") from exc
+    running = _HASHES.start(upload_id, upload.offset)
+    sink = _ChunkSink(append, algorithm, running)
     try:
         try:
-            outcome = await spool_body(request, svc, spool, room)
+            outcome = await receive_body(request, idle_timeout=svc.settings.body_idle_timeout,
+                                         write=sink.write, limit=room)
         except OSError as exc:
             if _full(exc):
-                raise ApiError(507, "storage_full",
-                               "the service is out of disk space") from None
+                raise ApiError(507, "storage_full", "the service is out of disk space",
+                               headers=_tus_headers(**{
+                                   "Upload-Offset": str(upload.offset)})) from None
             raise
         if outcome == "too_large":
             raise ApiError(413, "too_large", "the body goes past Upload-Length")
         if algorithm is not None:
-            assert spool.digest is not None
+            assert sink.digest is not None
             if outcome is not None:
                 # A checksummed chunk is all or nothing: a cut keeps nothing.
                 raise _cut_error(outcome, upload.offset)
-            if spool.digest.digest() != expected_digest:
+            if sink.digest.digest() != expected_digest:
                 raise ApiError(460, "checksum_mismatch",
                                "the body does not match Upload-Checksum",
                                headers=_tus_headers(**{"Upload-Offset": str(upload.offset)}))
         new_offset = upload.offset
-        if spool.size:
-            running = _HASHES.start(upload_id, upload.offset)
+        if sink.size:
             try:
-                new_offset = await run_in_threadpool(
-                    svc.blobs.append_upload, upload_id, upload.offset,
-                    _hashing(spool.chunks(), running))
+                new_offset = await run_in_threadpool(append.commit)
             except OSError as exc:
                 if _full(exc):
                     raise ApiError(507, "storage_full", "the service is out of disk space",
                                    headers=_tus_headers(**{
                                        "Upload-Offset": str(upload.offset)})) from None
                 raise
-            except OffsetMismatch as exc:
-                # Fewer durable bytes than the committed offset: the store lost data.
-                log.error("storage_inconsistent upload %s", upload_id)
-                raise ApiError(500, "internal", "stored upload is shorter than its offset") \
-                    from exc
-            # The bytes are durable (fsync in append_upload); only now the offset moves.
+            # The bytes are durable (fdatasync in commit); only now the offset moves.
             await run_in_threadpool(svc.meta.set_upload_offset, upload_id, new_offset)
             if running is not None:
                 _HASHES.store(upload_id, new_offset, running)
@@ -402,7 +353,8 @@ async def _patch_locked(request: Request, svc: Central, upload_id: str, device: 
             "Upload-Offset": str(new_offset),
             "Upload-Expires": _http_date(upload.expires_at)}))
     finally:
-        await run_in_threadpool(spool.close)
+        # After a commit this does nothing; otherwise nothing past the offset stays.
+        await run_in_threadpool(append.abort)
 
 
 def _cut_error(outcome: str, offset: int) -> ApiError:
@@ -440,17 +392,22 @@ bench_router = APIRouter()
 
 @bench_router.put("/_bench/sink", status_code=204, include_in_schema=False)
 async def bench_sink(request: Request, device: DeviceDep) -> Response:
-    """A plain PUT through the same spool + append + fsync path, then deleted."""
+    """A plain PUT down the same write path as a PATCH (the body written once into an
+    upload blob, then made durable), without hashes or offsets; then deleted."""
     svc = central(request)
     blob_id = secrets.token_hex(16)
-    spool = await run_in_threadpool(_Spool, svc.tmp, None)
+    await run_in_threadpool(svc.blobs.create_upload, blob_id)
     try:
-        outcome = await spool_body(request, svc, spool, svc.settings.max_upload_bytes)
-        if outcome is not None:
-            raise ApiError(400, "body_incomplete", outcome)
-        await run_in_threadpool(svc.blobs.create_upload, blob_id)
-        await run_in_threadpool(svc.blobs.append_upload, blob_id, 0, spool.chunks())
+        append = await run_in_threadpool(svc.blobs.open_append, blob_id, 0)
+        try:
+            outcome = await receive_body(request, idle_timeout=svc.settings.body_idle_timeout,
+                                         write=append.write,
+                                         limit=svc.settings.max_upload_bytes)
+            if outcome is not None:
+                raise ApiError(400, "body_incomplete", outcome)
+            await run_in_threadpool(append.commit)
+        finally:
+            await run_in_threadpool(append.abort)
     finally:
-        await run_in_threadpool(spool.close)
         await run_in_threadpool(svc.blobs.delete_upload, blob_id)
     return Response(status_code=204)

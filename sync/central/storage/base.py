@@ -80,6 +80,16 @@ class Vetter:
 
 
 @dataclass(frozen=True)
+class Admin:
+    """An administrator: reads the fleet view (``central admin add``)."""
+
+    id: str
+    name: str
+    created_at: float
+    revoked_at: float | None
+
+
+@dataclass(frozen=True)
 class Upload:
     id: str
     device_id: str
@@ -206,6 +216,21 @@ class MetaStore(Protocol):
     def vetter_by_token(self, token_hash: str) -> Vetter | None:
         ...
 
+    # -- administrators (the fleet view) ----------------------------------------------
+    def add_admin(self, admin_id: str, name: str, token_hash: str, now: float, *,
+                  audit: AuditEvent | None = None) -> None:
+        """Durably store an administrator (only the token's hash); Conflict if it exists."""
+        ...
+
+    def admin_by_token(self, token_hash: str) -> Admin | None:
+        """The administrator (revoked or not) whose token hashes to ``token_hash``."""
+        ...
+
+    def revoke_admin(self, admin_id: str, now: float, *,
+                     audit: AuditEvent | None = None) -> bool:
+        """Durably mark the administrator revoked; False if there is no such one."""
+        ...
+
     # -- uploads ----------------------------------------------------------------------
     def create_upload(self, upload: Upload, *, audit: AuditEvent | None = None) -> None:
         """Durably insert a new upload row (offset 0); Conflict if the id exists."""
@@ -329,6 +354,22 @@ class MetaStore(Protocol):
         ...
 
 
+class UploadAppend(Protocol):
+    """One append to an upload blob in progress (see :meth:`BlobStore.open_append`)."""
+
+    def write(self, data: bytes) -> None:
+        ...
+
+    def commit(self) -> int:
+        """Make the written bytes durable; return the blob's new size. On an error the
+        blob is cut back to where the append started and the error re-raised."""
+        ...
+
+    def abort(self) -> None:
+        """Cut the blob back to where the append started. Safe to call after commit."""
+        ...
+
+
 class BlobStore(Protocol):
     """Upload bodies, submission parts and public audio, as opaque bytes.
 
@@ -346,6 +387,14 @@ class BlobStore(Protocol):
     def upload_size(self, upload_id: str) -> int | None:
         """Bytes currently stored for the upload (may exceed the committed offset after a
         crash), or None if there is no such blob."""
+        ...
+
+    def open_append(self, upload_id: str, expected_offset: int) -> UploadAppend:
+        """Start appending at ``expected_offset`` (as :meth:`append_upload`, by parts).
+
+        Bytes past ``expected_offset`` are dropped first; fewer stored bytes raise
+        :class:`OffsetMismatch`. The caller writes, then commits (durable) or aborts.
+        """
         ...
 
     def append_upload(self, upload_id: str, expected_offset: int,

@@ -19,6 +19,7 @@ import sqlite_utils
 
 from .audit_chain import GENESIS, entry_hash, utc_now_text
 from .base import (
+    Admin,
     AuditEvent,
     AuditRow,
     Conflict,
@@ -51,6 +52,11 @@ def _create_schema(db: sqlite_utils.Database) -> None:
         {"id": str, "name": str, "token_hash": str, "created_at": float, "revoked_at": float},
         pk="id", not_null={"name", "token_hash", "created_at"}, if_not_exists=True)
     db.execute("CREATE UNIQUE INDEX IF NOT EXISTS vetters_token ON vetters(token_hash)")
+    # Issue 13: administrators, who read the fleet view (added to older stores too).
+    db["admins"].create(
+        {"id": str, "name": str, "token_hash": str, "created_at": float, "revoked_at": float},
+        pk="id", not_null={"name", "token_hash", "created_at"}, if_not_exists=True)
+    db.execute("CREATE UNIQUE INDEX IF NOT EXISTS admins_token ON admins(token_hash)")
     db["uploads"].create(
         {"id": str, "device_id": str, "submission_id": str, "part": str, "length": int,
          "offset": int, "created_at": float, "expires_at": float, "finished_at": float,
@@ -272,6 +278,49 @@ class SqliteMetaStore:
         if row is None:
             return None
         return Vetter(row["id"], row["name"], row["created_at"], row["revoked_at"])
+
+    # -- administrators ---------------------------------------------------------------------
+    def add_admin(self, admin_id: str, name: str, token_hash: str, now: float, *,
+                  audit: AuditEvent | None = None) -> None:
+        with self._tx() as conn:
+            try:
+                conn.execute("INSERT INTO admins(id, name, token_hash, created_at)"
+                             " VALUES (?, ?, ?, ?)", (admin_id, name, token_hash, now))
+            except sqlite3.IntegrityError:
+                raise Conflict("administrator exists") from None
+            self._audit(conn, audit)
+
+    def admin_by_token(self, token_hash: str) -> Admin | None:
+        row = self._one("SELECT * FROM admins WHERE token_hash = ?", (token_hash,))
+        if row is None:
+            return None
+        return Admin(row["id"], row["name"], row["created_at"], row["revoked_at"])
+
+    def revoke_admin(self, admin_id: str, now: float, *,
+                     audit: AuditEvent | None = None) -> bool:
+        with self._tx() as conn:
+            cur = conn.execute("UPDATE admins SET revoked_at = COALESCE(revoked_at, ?)"
+                               " WHERE id = ?", (now, admin_id))
+            if cur.rowcount == 0:
+                return False
+            self._audit(conn, audit)
+        return True
+
+    # -- online backup (SQLite only: ``central backup``) --------------------------------------
+    def backup_to(self, target: Path) -> None:
+        """Write a consistent copy of the whole database to ``target`` (a new file).
+
+        SQLite's online backup API in one step: it reads under one read transaction, so
+        the copy is one point in time while ``serve`` keeps writing (a WAL reader does
+        not block writers). The copy is switched to a rollback journal, so that it is
+        one self-contained file; opening it as a store switches it back to WAL.
+        """
+        dest = sqlite3.connect(target, isolation_level=None)
+        try:
+            self._conn().backup(dest)
+            dest.execute("PRAGMA journal_mode=DELETE")
+        finally:
+            dest.close()
 
     # -- uploads --------------------------------------------------------------------------
     def create_upload(self, upload: Upload, *, audit: AuditEvent | None = None) -> None:
