@@ -15,6 +15,9 @@ PACKAGES=(
   libportaudio2 pulseaudio pulseaudio-utils libasound2-plugins
   espeak-ng sox age chromium
   build-essential python3-dev
+  # tests/test_deploy.py: shellcheck, a bookworm tree for the install scripts, the units'
+  # `systemd-analyze verify` and the Caddyfile's `caddy validate`.
+  shellcheck debootstrap systemd caddy
 )
 # typage (the peer implementation of post-quantum age) runs on Node.js.
 command -v node >/dev/null && command -v npm >/dev/null || PACKAGES+=(nodejs npm)

@@ -1,5 +1,5 @@
 """The ``kiosk`` command: ``run`` (the default), ``walkthrough``, ``status``,
-``check-audio``, ``set-pin``, ``enrol`` and ``sync --once``."""
+``check-audio``, ``set-pin``, ``enrol``, ``sync --once`` and ``export``/``import`` (USB)."""
 
 from __future__ import annotations
 
@@ -60,6 +60,12 @@ def _parser() -> argparse.ArgumentParser:
     sync.add_argument("--once", action="store_true",
                       help="one pass, then exit (0: nothing pending; 1: something still"
                            " pending or an error; 2: not enrolled, revoked or bad config)")
+    usb_export = sub.add_parser("export", help="write the unsent sealed submissions to a USB"
+                                " stick (DIR; default: the mounted stick)")
+    usb_export.add_argument("dir", metavar="DIR", type=Path, nargs="?", default=None)
+    usb_import = sub.add_parser("import", help="take the service's receipts and a signed"
+                                " catalog from a USB stick (DIR; default: the mounted stick)")
+    usb_import.add_argument("dir", metavar="DIR", type=Path, nargs="?", default=None)
     return parser
 
 
@@ -283,6 +289,10 @@ def main(argv: list[str] | None = None) -> int:
         return _enrol(cfg, args)
     if command == "sync":
         return _sync(cfg, args)
+    if command in ("export", "import"):
+        from .usb.commands import export_command, import_command
+
+        return (export_command if command == "export" else import_command)(cfg, args.dir)
     if command == "demo-stories":
         from .stories.demo import run_cli
 

@@ -3,7 +3,7 @@ make submitted submissions from plain bytes (no audio, no sealing: the sync move
 ciphertext it never opens, so any bytes will do).
 
 :class:`FakeCentral` speaks the spec's API (enrol, heartbeat, tus create/HEAD/PATCH with
-sha256 checksums, POST /submissions with signed receipts). ``faults`` is a list of
+crc32 checksums, POST /submissions with signed receipts). ``faults`` is a list of
 callables ``(request, central) -> httpx.Response | None`` tried in order before the
 normal handling: a test appends one to cut, refuse or delay exactly the request it
 means, and every request is recorded in ``log``.
@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import secrets
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -162,8 +163,8 @@ class FakeCentral:
             return httpx.Response(409, headers={**TUS, "Upload-Offset": str(len(upload.data))})
         body = request.content
         algorithm, digest = parse_checksum_header(request.headers["upload-checksum"])
-        assert algorithm == "sha256"
-        if hashlib.sha256(body).digest() != digest:
+        assert algorithm == "crc32"
+        if zlib.crc32(body).to_bytes(4, "big") != digest:
             return _error(460, "checksum_mismatch")
         if offset + len(body) > upload.length:
             return _error(413, "too_large")

@@ -10,6 +10,7 @@ import hashlib
 import sqlite3
 import threading
 import time
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -249,7 +250,7 @@ def test_tus_options_and_version(env: Env) -> None:
     assert reply.headers["tus-version"] == "1.0.0"
     assert reply.headers["tus-extension"] == "creation,checksum,termination,expiration"
     assert reply.headers["tus-max-size"] == str(LIMIT)
-    assert reply.headers["tus-checksum-algorithm"] == "sha1,sha256"
+    assert reply.headers["tus-checksum-algorithm"] == "crc32,sha1,sha256"
     kiosk = env.enrol()
     reply = refused(env, "POST", "/api/v1/uploads/", 412, "tus_version",
                     headers={"Authorization": f"Bearer {kiosk.token}", "Upload-Length": "5"})
@@ -295,6 +296,12 @@ def test_patch_refusals_leave_the_upload_as_it_was(env: Env) -> None:
     reply = refused(env, "PATCH", url, 460, "checksum_mismatch", content=body,
                     headers=patch_headers(kiosk, 40, digest=hashlib.sha256(b"z").digest()))
     assert reply.headers["upload-offset"] == "40"
+    # The same with a CRC-32 (what the kiosk sends): one bit off is refused.
+    crc = zlib.crc32(body) ^ 1
+    reply = refused(env, "PATCH", url, 460, "checksum_mismatch", content=body, headers={
+        **patch_headers(kiosk, 40), "Upload-Checksum": checksum_header(
+            "crc32", crc.to_bytes(4, "big"))})
+    assert reply.headers["upload-offset"] == "40"
     # Offset mismatch: 409 with the current offset.
     reply = refused(env, "PATCH", url, 409, "offset_mismatch", content=body,
                     headers=patch_headers(kiosk, 30, body))
@@ -336,10 +343,17 @@ def test_patch_refusals_leave_the_upload_as_it_was(env: Env) -> None:
     assert head.headers["tus-resumable"] == "1.0.0"
     upload_file = env.data / "uploads" / url.rsplit("/", 1)[1]
     assert upload_file.read_bytes() == first
-    # A sha1 checksum is accepted too.
-    assert env.client.patch(url, content=body, headers={
+    # crc32 and sha1 checksums are accepted too.
+    assert env.client.patch(url, content=body[:5], headers={
         **patch_headers(kiosk, 40), "Upload-Checksum": checksum_header(
+            "crc32", zlib.crc32(body[:5]).to_bytes(4, "big"))}).status_code == 204
+    body = body[5:]
+    assert env.client.head(url, headers=tus_headers(kiosk.token)).headers[
+        "upload-offset"] == "45"
+    assert env.client.patch(url, content=body, headers={
+        **patch_headers(kiosk, 45), "Upload-Checksum": checksum_header(
             "sha1", hashlib.sha1(body).digest())}).status_code == 204
+    assert upload_file.read_bytes() == first + b"y" * 10
     # Termination.
     assert env.client.delete(url, headers=tus_headers(kiosk.token)).status_code == 204
     assert not upload_file.exists()

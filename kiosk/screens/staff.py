@@ -1,7 +1,7 @@
 """Staff mode: the kiosk's state at a glance (the same facts as `kiosk status`), the
 microphone check, wiping unsent submissions (two confirmations), "Sync now" (one pass
-of the app's sync worker, with its progress on screen) and, where the config allows
-it, exit to the desktop."""
+of the app's sync worker, with its progress on screen), USB export and import (kiosk/usb/,
+each with its progress bar) and, where the config allows it, exit to the desktop."""
 
 from __future__ import annotations
 
@@ -37,12 +37,20 @@ class StaffScreen(SessionScreen):
         self._show_progress_trigger = Clock.create_trigger(self._show_progress, 0)
         #: The bar's values as shown during the last pass (tests read it).
         self.progress_seen: list[int] = []
+        #: A USB export or import is running; its latest report; its bar's values.
+        self.usb_busy = False
+        self._usb_latest: Any = None
+        self._usb_trigger = Clock.create_trigger(self._usb_show, 0)
+        self.usb_progress_seen: list[int] = []
 
     def on_pre_enter(self, *_args: Any) -> None:
         self.ids.result.source_text = ""
         if not self.syncing:  # a pass still running keeps its bar and its line
             self.ids.sync_status.source_text = ""
             self.ids.sync_progress.opacity = 0
+        if not self.usb_busy:
+            self.ids.usb_status.source_text = ""
+            self.ids.usb_progress.opacity = 0
         allowed = App.get_running_app().cfg.staff.allow_exit
         self.ids.exit_button.disabled = not allowed
         self.ids.exit_button.opacity = 1 if allowed else 0
@@ -123,6 +131,106 @@ class StaffScreen(SessionScreen):
                 "visible": bar.opacity > 0, "seen": list(self.progress_seen),
                 "status": self.ids.sync_status.source_text,
                 "button_disabled": self.ids.sync_button.disabled}
+
+    # -- USB export and import (kiosk/usb/) ---------------------------------------------------
+    def usb_export(self) -> None:
+        self._usb_start("export")
+
+    def usb_import(self) -> None:
+        self._usb_start("import")
+
+    def _usb_start(self, what: str) -> None:
+        """Export or import on a thread of its own (the stick may be slow); progress
+        comes back through a Clock trigger, the end through :meth:`_usb_done`."""
+        from ..usb.describe import EXPORTING, IMPORTING, NO_STICK
+        from ..usb.drive import find_usb_folder
+
+        app = App.get_running_app()
+        app.staff_activity()
+        if self.usb_busy:
+            return
+        self.usb_progress_seen = []
+        folder = find_usb_folder()
+        if folder is None:
+            self.ids.usb_status.source_text = app.tr._(NO_STICK)
+            return
+        self.usb_busy = True
+        self._usb_latest = None
+        for button in ("usb_export_button", "usb_import_button"):
+            self.ids[button].disabled = True
+        bar = self.ids.usb_progress
+        bar.max, bar.value, bar.opacity = PROGRESS_STEPS, 0, 1
+        starting = EXPORTING if what == "export" else IMPORTING
+        self.ids.usb_status.source_text = app.tr._(starting)
+        threading.Thread(target=self._usb_run, args=(what, folder), daemon=True,
+                         name=f"usb-{what}").start()
+
+    def _usb_run(self, what: str, folder: Any) -> None:
+        from ..usb.export import export_bundle
+        from ..usb.import_ import import_bundle
+
+        app = App.get_running_app()
+        try:
+            if what == "export":
+                result = export_bundle(app.cfg, app.store, folder, progress=self._usb_progress)
+            else:
+                result = import_bundle(app.cfg, app.store, folder, progress=self._usb_progress,
+                                       library=app.library)
+        except Exception as exc:  # a bug must not leave the buttons disabled
+            result = exc
+        self._usb_done(what, result)
+
+    def _usb_progress(self, report: Any) -> None:
+        self._usb_latest = report  # on the worker thread: shown at the next frame
+        self._usb_trigger()
+
+    def _usb_show(self, _dt: float) -> None:
+        from ..usb.describe import describe_progress
+
+        report = self._usb_latest
+        if report is None or not self.usb_busy:
+            return
+        value = round(report.fraction * PROGRESS_STEPS)
+        self.ids.usb_progress.value = value
+        if not self.usb_progress_seen or self.usb_progress_seen[-1] != value:
+            self.usb_progress_seen.append(value)
+            del self.usb_progress_seen[:-200]
+        self.ids.usb_status.source_text = describe_progress(report, App.get_running_app().tr._)
+
+    @mainthread
+    def _usb_done(self, what: str, result: Any) -> None:
+        from ..usb.describe import EXPORT_FAILED, READ_FAILED, describe_export, describe_import
+
+        app = App.get_running_app()
+        self.usb_busy = False
+        self._usb_trigger.cancel()
+        tr = app.tr
+        if isinstance(result, BaseException):
+            failed = EXPORT_FAILED if what == "export" else READ_FAILED
+            text = tr._(failed)
+            ok = False
+        elif what == "export":
+            text, ok = describe_export(result, tr._), result.error is None
+        else:
+            text, ok = describe_import(result, tr._), result.error is None
+        if ok:
+            self.ids.usb_progress.value = PROGRESS_STEPS
+            self.usb_progress_seen.append(PROGRESS_STEPS)
+        self.ids.usb_status.source_text = text
+        for button in ("usb_export_button", "usb_import_button"):
+            self.ids[button].disabled = False
+        if what == "import" and not isinstance(result, BaseException) \
+                and result.catalog == "installed":
+            app.library.load()  # the listen screens show the new stories
+        self.refresh()
+
+    def usb_state(self) -> dict[str, Any]:
+        """The USB row as shown (for tests)."""
+        bar = self.ids.usb_progress
+        return {"busy": self.usb_busy, "value": bar.value, "max": bar.max,
+                "visible": bar.opacity > 0, "seen": list(self.usb_progress_seen),
+                "status": self.ids.usb_status.source_text,
+                "buttons_disabled": self.ids.usb_export_button.disabled}
 
     # -- microphone check ----------------------------------------------------------------
     def check_microphone(self) -> None:

@@ -78,6 +78,19 @@ def check_recipients(catalog: Catalog, *, allow_classic: bool) -> None:
             " which allow_classic_recipients does not allow: refused")
 
 
+def check_new(cfg: KioskConfig, library: StoryLibrary, catalog: Catalog, size: int,
+              held: Catalog | None) -> list[Story]:
+    """The kiosk's own rules for a verified new catalog (countries, the recipients' mix,
+    quota and free disk), before any audio is fetched; the stories whose audio the kiosk
+    lacks. Raises :class:`~sync.catalog.CatalogError`. The network pull and a catalog
+    brought by USB (kiosk/usb/import_.py) both call it."""
+    check_for_kiosk(catalog)
+    check_recipients(catalog, allow_classic=cfg.allow_classic_recipients)
+    needed = [s for s in catalog.stories if not _has_audio(library, held, s)]
+    library.check_room(catalog, size, [s.id for s in needed])
+    return needed
+
+
 def _has_audio(library: StoryLibrary, installed: Catalog | None, story: Story) -> bool:
     """Whether the kiosk already holds ``story``'s audio (verified when installed)."""
     if installed is None:
@@ -123,11 +136,8 @@ def pull_catalog(cfg: KioskConfig, client: httpx.Client, *, timeouts: Timeouts,
             return outcome(fetched.status, version)
         catalog, data, signature = fetched.catalog, fetched.data, fetched.signature
         assert catalog is not None and data is not None and signature is not None
-        check_for_kiosk(catalog)
-        check_recipients(catalog, allow_classic=cfg.allow_classic_recipients)
-        held = current[1] if current is not None else None
-        needed = [s for s in catalog.stories if not _has_audio(library, held, s)]
-        library.check_room(catalog, len(data), [s.id for s in needed])
+        needed = check_new(cfg, library, catalog, len(data),
+                           current[1] if current is not None else None)
         files = puller.download(needed)
     except CatalogError as exc:
         library.record_error(exc, during="sync")

@@ -8,6 +8,14 @@ vetting queue, and the only moves allowed between states.
                                  finalizing --parts_not_uploaded--> uploading
     sealed | uploading | finalizing --rejected | files_missing--> rejected
 
+A receipt carried back on a USB stick (kiosk/usb/) takes the same moves: once
+:func:`receipt_holds` (the very check a purge makes) has verified it, the row goes
+sealed -> uploading -> finalizing (the stick carried the bytes and the index) ->
+acknowledged, one legal move at a time; a crash in between leaves a pending row that
+the next network pass finishes (the service answers the same index with the same
+receipt). Exporting is not a move: ``exported_at`` is a mark beside the state, so an
+exported submission stays pending for the network too.
+
 ``sealed`` is entered in the same transaction as the submission's ``submitted``
 (kiosk/vault/store.py). ``attempt_failed`` keeps the state and counts the attempt.
 Every move is one transaction that also checks the state it starts from, so two
@@ -30,6 +38,7 @@ from __future__ import annotations
 import logging
 import shutil
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from sync.client.push import Pending
@@ -132,10 +141,13 @@ class StoreOutbox:
     """The kiosk store as a sync pass's outbox (:class:`sync.client.push.Outbox`)."""
 
     def __init__(self, data_dir: Path, store: Store, *,
-                 now: Callable[[], float]) -> None:
+                 now: Callable[[], float], receipt_key: VerifyKey | None = None) -> None:
         self.data_dir = Path(data_dir)
         self.store = store
         self.now = now
+        #: The pinned service key, for :meth:`import_receipt` (the network path checks
+        #: its receipts in sync/client/submit.py).
+        self.receipt_key = receipt_key
 
     # -- the moves ----------------------------------------------------------------------
     def apply(self, submission_id: str, event: str, *, error: str | None = None,
@@ -189,6 +201,37 @@ class StoreOutbox:
         self.apply(submission_id, RECEIPT_VERIFIED, extra={
             "receipt": receipt, "receipt_signature": signature,
             "acknowledged_at": self.now()})
+
+    def import_receipt(self, submission_id: str, *, receipt: str, signature: str) -> bool:
+        """Acknowledge a pending submission with a receipt from a USB bundle; False (and
+        nothing changes) unless the receipt verifies, under the pinned service key, for
+        exactly the index the store rebuilds (:func:`receipt_holds`, as before a purge).
+
+        The key is :attr:`receipt_key` (the one pinned at enrolment). The row walks the
+        legal moves to ``acknowledged`` (module doc), keeping the receipt's text,
+        signature and index hash; its upload URLs are forgotten. IllegalMove if a sync
+        pass moved it meanwhile.
+        """
+        row = self.store.outbox_row(submission_id)
+        if row is None or self.receipt_key is None:
+            return False
+        # The row's own index hash stays in the check: a row that already handed an
+        # index to the network takes only a receipt for that very index.
+        candidate = replace(row, receipt=receipt, receipt_signature=signature)
+        if not receipt_holds(self.store, candidate, self.receipt_key):
+            return False
+        index_sha = Receipt.parse(receipt.encode("utf-8")).index_sha256
+        if row.state == SEALED:
+            self.apply(submission_id, UPLOAD_STARTED)
+            row = replace(row, state=UPLOADING)
+        if row.state == UPLOADING:
+            self.apply(submission_id, UPLOADED, extra={"index_sha256": index_sha})
+        self.apply(submission_id, RECEIPT_VERIFIED, extra={
+            "receipt": receipt, "receipt_signature": signature,
+            "acknowledged_at": self.now()},
+            forget_uploads=tuple(f.name for f in submission_files(
+                self.data_dir, self.store, submission_id)))
+        return True
 
     def reupload(self, submission_id: str, names: tuple[str, ...]) -> None:
         self.apply(submission_id, PARTS_NOT_UPLOADED, error=PARTS_NOT_UPLOADED,

@@ -59,6 +59,10 @@ class OutboxRow:
     receipt_signature: str | None
     acknowledged_at: float | None
     purged_at: float | None
+    #: When it was last written to a USB bundle (kiosk/usb/export.py); None: never. Not a
+    #: state: an exported submission stays pending (the network may still take it) and
+    #: is purged only after a verified receipt, by either path.
+    exported_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -135,6 +139,10 @@ class Store:
         }, pk="submission_id", foreign_keys=[("submission_id", "submissions")],
             not_null={"state", "entered_at", "updated_at", "attempts"},
             defaults={"attempts": 0}, if_not_exists=True)
+        # USB export (issue 13): a mark beside the state, never a state of its own, so the
+        # state machine is unchanged. Added to older stores too (NULL: never exported).
+        if "exported_at" not in self.db["outbox"].columns_dict:
+            self.db["outbox"].add_column("exported_at", float)
         self.db["outbox_uploads"].create({
             "submission_id": str, "name": str, "upload_url": str,
         }, pk=("submission_id", "name"), foreign_keys=[("submission_id", "submissions")],
@@ -312,6 +320,18 @@ class Store:
                 self.db.execute("delete from outbox_uploads where submission_id = ?"
                                 " and name = ?", [submission_id, name])
             return True
+
+    def mark_exported(self, submission_ids: list[str], *, now: float) -> int:
+        """Set ``exported_at`` on those of ``submission_ids`` still pending (one
+        transaction; the state is left as it is); how many were marked."""
+        marked = 0
+        with self._lock, self.db.atomic():
+            for submission_id in submission_ids:
+                marked += self.db.execute(
+                    f"update outbox set exported_at = ? where submission_id = ?"
+                    f" and state in ({', '.join('?' for _ in PENDING_STATES)})",
+                    [now, submission_id, *PENDING_STATES]).rowcount
+        return marked
 
     def upload_url(self, submission_id: str, name: str) -> str | None:
         with self._lock:

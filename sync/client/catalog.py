@@ -62,7 +62,8 @@ from sync.signing import VerifyKey
 from .errors import Revoked, Stopped, Transient, safe_code
 from .http import DEFAULT_TIMEOUTS, Reply, Timeouts, transient_for
 
-__all__ = ["CatalogPuller", "Fetched", "Installed", "catalog_etag"]
+__all__ = ["CatalogPuller", "Fetched", "Installed", "catalog_etag", "check_audio_file",
+           "verify_new"]
 
 API = "/api/v1"
 CATALOG_URL = f"{API}/catalog"
@@ -163,8 +164,7 @@ class CatalogPuller:
             signature = sig_reply.body.decode("ascii")
         except UnicodeDecodeError:
             raise BadSignature("the catalog's signature is not text") from None
-        catalog = catalog_mod.verify(data, signature, self.publisher_key)
-        catalog_mod.check_newer(catalog, installed.version)
+        catalog = verify_new(data, signature, self.publisher_key, installed.version)
         return Fetched("new", catalog=catalog, data=data, signature=signature.strip(),
                        etag=etag)
 
@@ -280,16 +280,7 @@ class CatalogPuller:
 
     @staticmethod
     def _verify(story: Story, part: Path) -> None:
-        digest = hashlib.sha256()
-        size = 0
-        with part.open("rb") as f:
-            while block := f.read(_CHUNK):
-                digest.update(block)
-                size += len(block)
-        if size != story.size or digest.hexdigest() != story.audio_sha256:
-            part.unlink(missing_ok=True)  # fetched again from scratch next time
-            raise BadAudio(story.id, "downloaded audio differs from the catalog's size or"
-                                     " SHA-256")
+        check_audio_file(story, part)
 
     # ------------------------------------------------------------------ one request
 
@@ -363,3 +354,26 @@ class CatalogPuller:
         return Reply(status, response.headers, b"", response.url)
 
 
+def verify_new(data: bytes, signature: str, publisher_key: VerifyKey | str,
+               installed_version: int | None) -> Catalog:
+    """A catalog the kiosk may take: signed by the pinned ``publisher_key`` and newer
+    than the installed version (:class:`~sync.catalog.CatalogError` otherwise). The one
+    check of the network pull and of a catalog brought on a USB stick (kiosk/usb/)."""
+    catalog = catalog_mod.verify(data, signature, publisher_key)
+    catalog_mod.check_newer(catalog, installed_version)
+    return catalog
+
+
+def check_audio_file(story: Story, part: Path) -> None:
+    """:class:`~sync.catalog.BadAudio` (and the file deleted) unless ``part`` has the
+    story's size and SHA-256: a download's check, and a USB copy's (kiosk/usb/)."""
+    digest = hashlib.sha256()
+    size = 0
+    with part.open("rb") as f:
+        while block := f.read(_CHUNK):
+            digest.update(block)
+            size += len(block)
+    if size != story.size or digest.hexdigest() != story.audio_sha256:
+        part.unlink(missing_ok=True)  # fetched again from scratch next time
+        raise BadAudio(story.id, "downloaded audio differs from the catalog's size or"
+                                 " SHA-256")

@@ -34,7 +34,7 @@ __all__ = ["Reply", "Timeouts", "make_client", "send"]
 
 #: The largest reply body read; anything longer is a misbehaving server.
 MAX_REPLY_BYTES = 1024 * 1024
-_SLICE = 64 * 1024
+_SLICE = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -117,11 +117,13 @@ def _tls_context() -> ssl.SSLContext:
     return httpx.create_ssl_context()
 
 
-def _sliced(data: bytes, check: Callable[[], float]) -> Iterator[bytes]:
+def _sliced(data: bytes, check: Callable[[], float]) -> Iterator[memoryview]:
+    # Views, not copies: the socket sends straight from the chunk, and what is left of
+    # a slice after a partial send is another view (httpcore slices what it is given).
     view = memoryview(data)
     for start in range(0, len(view), _SLICE):
         check()
-        yield bytes(view[start:start + _SLICE])
+        yield view[start:start + _SLICE]
 
 
 def send(client: httpx.Client, method: str, url: str | httpx.URL, *, timeouts: Timeouts,

@@ -203,8 +203,13 @@ class Pusher:
                                  timeouts=self.timeouts)
             except PartsNotUploaded as exc:
                 names = exc.parts or tuple(f.name for f in item.files)
-                outbox.reupload(sid, names)
                 again = tuple(f for f in item.files if f.name in names)
+                for file in again:
+                    # The service's copy is not what the index says: if the local
+                    # file is not either, it is damaged (staff must see it), and
+                    # sending it again would never end.
+                    check_local_file(file, stop=self.stop)
+                outbox.reupload(sid, names)
                 self._upload(outbox, Pending(sid, UPLOADING, item.files, item.withdrawal_key,
                                              recipients_version=item.recipients_version),
                              again)
@@ -217,10 +222,10 @@ class Pusher:
 
     def _upload(self, outbox: Outbox, item: Pending, files: tuple[LocalFile, ...]) -> None:
         sid = item.submission_id
-        # Every file that fits in a chunk first (cheap: they are small), so a damaged one
-        # rejects the submission before a byte goes. A longer file is checked as it is
-        # read for upload, before its last chunk (upload_file): reading it twice halved
-        # the goodput of a large file on loopback.
+        # Every file that fits in a chunk first (cheap: they are small, and most parts
+        # are), so a damaged one rejects the submission before a byte goes. A longer
+        # file is not read twice: the service checks it against the index, and a part
+        # it refuses is checked here before it goes again (_one).
         for file in files:
             if file.size <= self.chunk_bytes:
                 check_local_file(file, stop=self.stop)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from fastapi import APIRouter, Request
@@ -65,16 +66,34 @@ def _parse_body(raw: bytes) -> SignedDocument:
     return SignedDocument(data, body["signature"])
 
 
-def _stored_reply(stored: StoredSubmission, signed: SignedDocument) -> JSONResponse:
+@dataclass(frozen=True)
+class Accepted:
+    """The service's signed receipt; ``created``: False if the index was stored before."""
+
+    receipt: SignedDocument
+    created: bool
+
+
+def _stored_reply(stored: StoredSubmission, signed: SignedDocument) -> Accepted:
     if stored.index != signed.data:
         raise ApiError(409, "index_conflict",
                        "another index is already stored under this submission id")
-    return JSONResponse({"receipt": stored.receipt.decode("utf-8"),
-                         "signature": stored.receipt_signature}, status_code=200)
+    return Accepted(SignedDocument(stored.receipt, stored.receipt_signature), False)
 
 
 def accept(svc: Central, device: Device, signed: SignedDocument) -> JSONResponse:
     """The whole submission step (runs in a worker thread: hashing, copies, fsync)."""
+    got = accept_index(svc, device, signed)
+    return JSONResponse({"receipt": got.receipt.data.decode("utf-8"),
+                         "signature": got.receipt.signature},
+                        status_code=201 if got.created else 200)
+
+
+def accept_index(svc: Central, device: Device, signed: SignedDocument) -> Accepted:
+    """Check ``signed`` (the device's index) against ``device`` and its finished uploads,
+    store the submission, return the receipt; :class:`ApiError` for a refusal. Shared
+    by ``POST /submissions`` and ``central import`` (USB, sync/central/usb_import.py),
+    so both paths make exactly the same checks."""
     try:
         index = SubmissionIndex.parse(signed.data)
     except BadIndex as exc:
@@ -136,8 +155,7 @@ def accept(svc: Central, device: Device, signed: SignedDocument) -> JSONResponse
         if stored is None:
             raise
         return _stored_reply(stored, signed)
-    return JSONResponse({"receipt": receipt.data.decode("utf-8"),
-                         "signature": receipt.signature}, status_code=201)
+    return Accepted(receipt, True)
 
 
 @router.post(

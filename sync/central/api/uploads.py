@@ -38,7 +38,7 @@ from sync.wire import (
 from ..core import Central
 from ..storage.base import AuditEvent, Conflict, Device, OffsetMismatch, Upload, UploadAppend
 from .auth import DeviceDep, central
-from .body import DIGESTS, receive_body
+from .body import DIGESTS, Digest, receive_body
 from .errors import ApiError, responses
 
 log = logging.getLogger("central")
@@ -126,7 +126,8 @@ UploadOffset = Annotated[str | None, Header(alias="Upload-Offset",
                                             description="where these bytes go (else 400)",
                                             json_schema_extra=_DIGITS)]
 UploadChecksum = Annotated[str | None, Header(
-    alias="Upload-Checksum", description="sha1|sha256 <base64 digest> of this body")]
+    alias="Upload-Checksum",
+    description="crc32|sha1|sha256 <base64 digest> of this body")]
 
 
 @router.options("/uploads/", status_code=204, response_class=Response,
@@ -137,7 +138,7 @@ def tus_options(request: Request) -> Response:
     return Response(status_code=204, headers=_tus_headers(**{
         "Tus-Version": TUS_VERSION, "Tus-Extension": TUS_EXTENSIONS,
         "Tus-Max-Size": str(svc.settings.max_upload_bytes),
-        "Tus-Checksum-Algorithm": "sha1,sha256"}))
+        "Tus-Checksum-Algorithm": ",".join(DIGESTS)}))
 
 
 @router.post("/uploads/", status_code=201, response_class=Response,
@@ -212,7 +213,7 @@ class _ChunkSink:
     def __init__(self, append: UploadAppend, algorithm: str | None,
                  running: hashlib._Hash | None) -> None:
         self.append = append
-        self.digest = DIGESTS[algorithm]() if algorithm else None
+        self.digest: Digest | None = DIGESTS[algorithm]() if algorithm else None
         self.running = running
         self.size = 0
 
@@ -275,7 +276,8 @@ async def tus_patch(
         except ValueError:
             raise ApiError(400, "bad_checksum", "Upload-Checksum is malformed") from None
         if algorithm not in DIGESTS:
-            raise ApiError(400, "bad_checksum", "checksum algorithm must be sha1 or sha256")
+            raise ApiError(400, "bad_checksum",
+                           "checksum algorithm must be one of " + ", ".join(DIGESTS))
     if not svc.meta.try_lock_upload(upload_id):
         raise ApiError(423, "locked", "another request is working on this upload")
     try:
@@ -392,17 +394,24 @@ bench_router = APIRouter()
 
 @bench_router.put("/_bench/sink", status_code=204, include_in_schema=False)
 async def bench_sink(request: Request, device: DeviceDep) -> Response:
-    """A plain PUT down the same write path as a PATCH (the body written once into an
-    upload blob, then made durable), without hashes or offsets; then deleted."""
+    """A plain PUT that does what storing any upload in this service must: the body
+    written once into an upload blob, its SHA-256 computed (every stored part is checked
+    against the signed index's), then made durable; no chunk checksums, no offsets.
+    Then deleted."""
     svc = central(request)
     blob_id = secrets.token_hex(16)
     await run_in_threadpool(svc.blobs.create_upload, blob_id)
     try:
         append = await run_in_threadpool(svc.blobs.open_append, blob_id, 0)
+        digest = hashlib.sha256()
+
+        def write(data: bytes) -> None:
+            digest.update(data)
+            append.write(data)
+
         try:
             outcome = await receive_body(request, idle_timeout=svc.settings.body_idle_timeout,
-                                         write=append.write,
-                                         limit=svc.settings.max_upload_bytes)
+                                         write=write, limit=svc.settings.max_upload_bytes)
             if outcome is not None:
                 raise ApiError(400, "body_incomplete", outcome)
             await run_in_threadpool(append.commit)
@@ -410,4 +419,4 @@ async def bench_sink(request: Request, device: DeviceDep) -> Response:
             await run_in_threadpool(append.abort)
     finally:
         await run_in_threadpool(svc.blobs.delete_upload, blob_id)
-    return Response(status_code=204)
+    return Response(status_code=204, headers={"X-Content-SHA256": digest.hexdigest()})
