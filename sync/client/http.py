@@ -24,7 +24,7 @@ import ssl
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
@@ -34,7 +34,7 @@ __all__ = ["Reply", "Timeouts", "make_client", "send"]
 
 #: The largest reply body read; anything longer is a misbehaving server.
 MAX_REPLY_BYTES = 1024 * 1024
-_SLICE = 1024 * 1024
+_SLICE = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -117,22 +117,36 @@ def _tls_context() -> ssl.SSLContext:
     return httpx.create_ssl_context()
 
 
+class Body(Protocol):
+    """A request body read as it is sent (a slice of a file), of a known length."""
+
+    def __len__(self) -> int: ...
+
+    def blocks(self) -> Iterator[bytes]: ...
+
+
 def _sliced(data: bytes, check: Callable[[], float]) -> Iterator[memoryview]:
-    # Views, not copies: the socket sends straight from the chunk, and what is left of
-    # a slice after a partial send is another view (httpcore slices what it is given).
+    # Views, not copies: the socket sends straight from the body.
     view = memoryview(data)
     for start in range(0, len(view), _SLICE):
         check()
         yield view[start:start + _SLICE]
 
 
+def _checked(body: Body, check: Callable[[], float]) -> Iterator[bytes]:
+    for block in body.blocks():
+        check()
+        yield block
+
+
 def send(client: httpx.Client, method: str, url: str | httpx.URL, *, timeouts: Timeouts,
-         headers: dict[str, str] | None = None, content: bytes | None = None,
+         headers: dict[str, str] | None = None, content: bytes | Body | None = None,
          json_body: Any = None, revoked_on_401: bool = True) -> Reply:
     """Send one request within ``timeouts.attempt_deadline_s``; raise Transient on trouble.
 
     A 401 raises :class:`Revoked` (unless ``revoked_on_401`` is false): no request of a
-    device makes sense once its token is refused.
+    device makes sense once its token is refused. ``content`` is bytes, or a
+    :class:`Body` read as it goes (what its blocks raise is raised here).
     """
     deadline = time.monotonic() + timeouts.attempt_deadline_s
 
@@ -151,7 +165,8 @@ def send(client: httpx.Client, method: str, url: str | httpx.URL, *, timeouts: T
         # An explicit length: httpx then sends the slices as one ordinary body (no
         # chunked encoding), which tus servers expect.
         headers["Content-Length"] = str(len(content))
-        body = _sliced(content, remaining)
+        body = _sliced(content, remaining) if isinstance(content, bytes | bytearray) \
+            else _checked(content, remaining)
     try:
         request = client.build_request(method, url, headers=headers, content=body,
                                        timeout=timeouts.httpx(remaining()))
