@@ -18,6 +18,9 @@ PACKAGES=(
   # tests/test_deploy.py: shellcheck, a bookworm tree for the install scripts, the units'
   # `systemd-analyze verify` and the Caddyfile's `caddy validate`.
   shellcheck debootstrap systemd caddy
+  # The metadata store on PostgreSQL (issue 14): tests/harness/postgres.py runs a
+  # private cluster from these binaries (/usr/lib/postgresql/15/bin).
+  postgresql-15
 )
 # typage (the peer implementation of post-quantum age) runs on Node.js.
 command -v node >/dev/null && command -v npm >/dev/null || PACKAGES+=(nodejs npm)

@@ -121,6 +121,11 @@ def test_facts_of_a_busy_kiosk(data_dir: Path, store: Store, team: X25519Identit
     store.db.execute("update outbox set state = 'acknowledged' where submission_id = ?",
                      [acked])
     row_only(store, "archived")  # a state the store does not know: counted as it is
+    exported = row_only(store, SUBMITTED)  # on a USB stick, receipt not back yet
+    assert store.mark_exported([exported], now=NOW) == 1
+    # Exported, then acknowledged (a receipt came back): no longer waiting.
+    store.db.execute("update outbox set exported_at = ? where submission_id = ?",
+                     [NOW, acked])
     (data_dir / "sync-state.json").write_text(json.dumps(
         {"last_sync_at": NOW - 60, "last_error": "server said 503"}))
     (data_dir / "device.json").write_text(json.dumps(
@@ -129,9 +134,10 @@ def test_facts_of_a_busy_kiosk(data_dir: Path, store: Store, team: X25519Identit
     cfg = KioskConfig(data_dir=data_dir, recipients=(pq,))
     facts = gather(cfg, store=store, library=FakeLibrary(7, 12, "signature did not verify"))
 
-    assert facts.submissions == {"archived": 1, "open": 1, "submitted": 3}
-    assert facts.outbox == {"acknowledged": 1, "sealed": 2}
-    assert facts.recording["parts"] == 6
+    assert facts.submissions == {"archived": 1, "open": 1, "submitted": 4}
+    assert facts.outbox == {"acknowledged": 1, "sealed": 3}
+    assert facts.exported_waiting == 1
+    assert facts.recording["parts"] == 7
     assert facts.recording["overflows"] >= 1 and facts.recording["parts_with_overflows"] == 1
     assert (facts.catalog_version, facts.catalog_stories) == (7, 12)
     assert facts.catalog_error == "signature did not verify"
@@ -139,17 +145,18 @@ def test_facts_of_a_busy_kiosk(data_dir: Path, store: Store, team: X25519Identit
     assert facts.device_id == "dev-0042"
     assert facts.sealing["post_quantum"] is True
     lines = dict(facts.lines())
-    assert lines["Submissions"] == "3 submitted, 1 archived, 1 open"
-    assert lines["Outbox"] == "2 sealed, 1 acknowledged"
+    assert lines["Submissions"] == "4 submitted, 1 archived, 1 open"
+    assert lines["Outbox"] == "3 sealed, 1 acknowledged"
+    assert lines["Exported by USB"] == "1 waiting for receipts"
     assert lines["Enrolled service"] == "https://vetting.example.org"
     assert lines["Catalog"] == "version 7, 12 stories"
     assert lines["Last sync"] == "2027-01-15 07:59 UTC"
     assert lines["Last sync error"] == "server said 503"
     assert lines["Device"] == "dev-0042"
     assert [label for label, _ in facts.lines()] == [
-        "Data directory", "Central service", "Sealing", "Submissions", "Outbox", "Catalog",
-        "Catalog error", "Last sync", "Last sync error", "Free disk", "Device",
-        "Enrolled service", "Recording", "Version"]
+        "Data directory", "Central service", "Sealing", "Submissions", "Outbox",
+        "Exported by USB", "Catalog", "Catalog error", "Last sync", "Last sync error",
+        "Free disk", "Device", "Enrolled service", "Recording", "Version"]
     json.dumps(facts.as_dict())
 
 

@@ -83,6 +83,8 @@ class StaffFacts:
     #: The service refused this device's token: uploads stopped, queue kept.
     revoked: bool = False
     last_attempt_at: float | None = None
+    #: Exported to a USB stick, receipt not back yet (kept until it is).
+    exported_waiting: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         """For ``kiosk status --json`` (and a heartbeat): plain JSON types only."""
@@ -92,6 +94,7 @@ class StaffFacts:
             "sealing": self.sealing,
             "submissions": dict(self.submissions),
             "outbox": dict(self.outbox),
+            "exported_waiting": self.exported_waiting,
             "catalog": {"version": self.catalog_version, "stories": self.catalog_stories,
                         "error": self.catalog_error},
             "sync": {"last_sync_at": self.last_sync_at, "last_error": self.last_sync_error,
@@ -123,6 +126,8 @@ class StaffFacts:
             (N_("Sealing"), str(self.sealing["summary"])),
             (N_("Submissions"), submissions_summary(self.submissions)),
             (N_("Outbox"), submissions_summary(self.outbox)),
+            (N_("Exported by USB"), f"{self.exported_waiting} waiting for receipts"
+             if self.exported_waiting else "none waiting"),
             (N_("Catalog"), catalog),
             (N_("Catalog error"), self.catalog_error or "none"),
             (N_("Last sync"), when(self.last_sync_at, never=NEVER)),
@@ -155,7 +160,7 @@ def gather(cfg: KioskConfig, *, store: Store, library: Library | None = None,
         version=app_version(),
         gathered_at=time.time() if now is None else now,
         outbox=store.outbox_counts(), enrolled_url=enrolled_url, revoked=revoked,
-        last_attempt_at=last_attempt_at)
+        last_attempt_at=last_attempt_at, exported_waiting=store.exported_waiting())
 
 
 def submission_counts(store: Store) -> dict[str, int]:

@@ -298,6 +298,15 @@ class Store:
                 "select state, count(*) as n from outbox group by state order by state"))
         return {str(r["state"]): int(r["n"]) for r in rows}
 
+    def exported_waiting(self) -> int:
+        """Submissions exported to a USB stick whose receipt has not come back yet."""
+        marks = ", ".join("?" for _ in PENDING_STATES)
+        with self._lock:
+            row = self.db.execute(
+                f"select count(*) from outbox where exported_at is not null"
+                f" and state in ({marks})", list(PENDING_STATES)).fetchone()
+        return int(row[0])
+
     def update_outbox(self, submission_id: str, *, expect: tuple[str, ...],
                       changes: dict[str, Any], forget_uploads: tuple[str, ...] | None = None,
                       bump_attempts: bool = False) -> bool:

@@ -23,6 +23,10 @@ from .storage.sqlite_meta import SqliteMetaStore
 
 DB_NAME = "central.sqlite"
 KEY_NAME = "service.key"
+#: Optional ``KEY=value`` lines in the data directory; the environment wins over it.
+CONFIG_NAME = "central.conf"
+#: ``postgresql://...``: metadata in PostgreSQL instead of DB_NAME (issue 14).
+DATABASE_URL = "CENTRAL_DATABASE_URL"
 TMP_DIR = "tmp"
 DEFAULT_MAX_UPLOAD = 2 * 1024**3
 DEFAULT_UPLOAD_EXPIRY = 7 * 86400.0
@@ -127,13 +131,59 @@ def set_publisher_key(meta: MetaStore, key: VerifyKey, *, actor: str = "cli") ->
                   audit=AuditEvent(actor, "publisher_key_set", "publisher_key"))
 
 
+def config_value(data_dir: Path, key: str) -> str | None:
+    """``key`` from the environment, else from the data directory's CONFIG_NAME.
+
+    The file is read on each call and holds only ``KEY=value`` lines (``#`` comments),
+    so that several instances can share one read-only data directory.
+    """
+    value = os.environ.get(key)
+    if value:
+        return value
+    path = data_dir / CONFIG_NAME
+    if not path.is_file():
+        return None
+    for line in path.read_text(encoding="utf-8").splitlines():
+        name, sep, text = line.strip().partition("=")
+        if sep and not name.startswith("#") and name.strip() == key and text.strip():
+            return text.strip()
+    return None
+
+
+def open_meta(data_dir: Path, *, create: bool) -> MetaStore:
+    """The metadata store the configuration names: PostgreSQL if DATABASE_URL is set,
+    else SQLite in the data directory (the default, unchanged).
+
+    On PostgreSQL only ``central init`` (``create``) makes the schema: a service that
+    finds none raises NotInitialised rather than creating one behind the operator.
+    """
+    url = config_value(data_dir, DATABASE_URL)
+    if url is None:
+        return SqliteMetaStore(data_dir / DB_NAME, create=create)
+    # Imported here: the default deployment never loads psycopg.
+    from psycopg import OperationalError
+
+    from .storage.base import StorageError
+    from .storage.pg_meta import PostgresMetaStore
+
+    # The messages never repeat the URL: it may carry a password.
+    try:
+        return PostgresMetaStore(url, create=create)
+    except StorageError as exc:
+        raise NotInitialised(f"{exc} (the database in {DATABASE_URL})") from None
+    except OperationalError as exc:  # the pool's PoolTimeout is one too
+        # libpq's reason names host, port, user and database, never the password.
+        raise NotInitialised(f"cannot connect to the database in {DATABASE_URL}:"
+                             f" {str(exc).strip().splitlines()[-1]}") from None
+
+
 def init(data_dir: Path, *, publisher_key: VerifyKey | None = None) -> VerifyKey:
     """Make (or leave as it is) a data directory; return the service's public key."""
     data_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(data_dir, 0o700)
     for sub in ("uploads", "parts", "public", TMP_DIR):
         (data_dir / sub).mkdir(exist_ok=True)
-    meta = SqliteMetaStore(data_dir / DB_NAME, create=True)
+    meta = open_meta(data_dir, create=True)
     try:
         if publisher_key is not None:
             set_publisher_key(meta, publisher_key)
@@ -155,13 +205,15 @@ class Central:
     def __init__(self, data_dir: Path, settings: Settings | None = None) -> None:
         db = data_dir / DB_NAME
         key_path = data_dir / KEY_NAME
-        if not db.is_file() or not key_path.is_file():
+        on_postgres = config_value(data_dir, DATABASE_URL) is not None
+        if not (on_postgres or db.is_file()) or not key_path.is_file():
             raise NotInitialised(f"{data_dir} is not a central data directory:"
                                  f" run `central init --data {data_dir}` first")
         self.data_dir = data_dir
         self.settings = settings or Settings()
-        # Opening with create=True also brings an older schema up to date.
-        self.meta = SqliteMetaStore(db, create=True)
+        # On SQLite, opening with create=True also brings an older schema up to date;
+        # on PostgreSQL the schema is `central init`'s alone (see open_meta).
+        self.meta = open_meta(data_dir, create=not on_postgres)
         self.blobs = FileBlobStore(data_dir)
         self.key = parse_signing_key_file(key_path.read_text(encoding="ascii"))
         self.tmp = data_dir / TMP_DIR

@@ -244,7 +244,11 @@ class MetaStore(Protocol):
         ...
 
     def set_upload_offset(self, upload_id: str, offset: int) -> None:
-        """Durably record the committed offset. Call only after the bytes are durable."""
+        """Durably record the committed offset. Call only after the bytes are durable.
+
+        The offset never moves backwards (a smaller value leaves it as it is;
+        :meth:`reset_upload` is the one way back), on every store.
+        """
         ...
 
     def reset_upload(self, upload_id: str) -> None:
@@ -268,8 +272,12 @@ class MetaStore(Protocol):
     def try_lock_upload(self, upload_id: str) -> bool:
         """Take the upload's lock without waiting; False if someone holds it.
 
-        Process-local on SQLite (one ``serve`` per data directory); PostgreSQL would use
-        advisory locks so that any instance can continue any upload.
+        A second call for a held upload gets False, even from the same thread: the lock
+        is not re-entrant. Process-local on SQLite (one ``serve`` per data directory).
+        On PostgreSQL a session-level advisory lock on a connection kept until
+        :meth:`unlock_upload`: held across instances, and released by the database
+        when the holding process dies. A false "locked" is allowed (the client
+        retries); two holders of one upload's lock never are.
         """
         ...
 

@@ -346,7 +346,9 @@ class SqliteMetaStore:
 
     def set_upload_offset(self, upload_id: str, offset: int) -> None:
         with self._tx() as conn:
-            conn.execute("UPDATE uploads SET offset = ? WHERE id = ?", (offset, upload_id))
+            # Never backwards (a late writer is ignored); reset_upload is the one way back.
+            conn.execute("UPDATE uploads SET offset = ? WHERE id = ? AND offset <= ?",
+                         (offset, upload_id, offset))
 
     def reset_upload(self, upload_id: str) -> None:
         with self._tx() as conn:
