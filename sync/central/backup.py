@@ -159,6 +159,11 @@ def backup(data_dir: Path, target: Path, *,
     if target.exists() and not _is_empty_dir(target):
         raise BackupError(f"{target} exists and is not empty: name a new folder")
     svc = Central(data_dir)
+    if not hasattr(svc.meta, "backup_to"):
+        svc.close()
+        raise BackupError("central backup copies the one-directory default (SQLite and"
+                          " files); with CENTRAL_DATABASE_URL set, back PostgreSQL up with"
+                          " its own tools (pg_basebackup, WAL archiving)")
     stage = _staging(target, "backup")
     try:
         # In the log before the snapshot, so the backup records that it was made.

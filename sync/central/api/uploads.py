@@ -278,13 +278,14 @@ async def tus_patch(
         if algorithm not in DIGESTS:
             raise ApiError(400, "bad_checksum",
                            "checksum algorithm must be one of " + ", ".join(DIGESTS))
-    if not svc.meta.try_lock_upload(upload_id):
+    # In a worker thread: on PostgreSQL the lock is a round trip to the database.
+    if not await run_in_threadpool(svc.meta.try_lock_upload, upload_id):
         raise ApiError(423, "locked", "another request is working on this upload")
     try:
         return await _patch_locked(request, svc, upload_id, device, offset, algorithm,
                                    expected_digest)
     finally:
-        svc.meta.unlock_upload(upload_id)
+        await run_in_threadpool(svc.meta.unlock_upload, upload_id)
 
 
 async def _patch_locked(request: Request, svc: Central, upload_id: str, device: Device,
