@@ -12,9 +12,15 @@ from pathlib import Path
 
 import pytest
 
+from tests.harness import central as central_harness
 from tests.harness.central import central  # noqa: F401  (a real service on loopback)
 from tests.harness.display import VirtualDisplay
 from tests.harness.kiosk_app import KioskProcess
+from tests.harness.postgres import (  # noqa: F401  (a private PostgreSQL 15 cluster)
+    PostgresCluster,
+    postgres_cluster,
+    postgres_dsn,
+)
 from tests.harness.pulse import VirtualAudio
 from tests.harness.speech import make_speech
 
@@ -24,6 +30,30 @@ REPO = Path(__file__).resolve().parent.parent
 os.environ["KIOSK_STRICT_LOGS"] = "1"
 #: Screenshots the tests take, for people to look at; ignored by git.
 SCREENSHOT_DIR = REPO / "screenshots" / "tests"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--central-store", choices=("sqlite", "postgres"),
+        default=os.environ.get("CENTRAL_TEST_STORE", "sqlite"),
+        help="the metadata store of every central service the tests start (default:"
+             " sqlite, the one-directory default; postgres: a private PostgreSQL 15)")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def central_store(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Under ``--central-store=postgres``, every CentralService gets its own database in
+    one private cluster (tests/harness/central.py DATABASE_FACTORY)."""
+    kind = str(request.config.getoption("--central-store"))
+    if kind != "postgres":
+        yield kind
+        return
+    cluster: PostgresCluster = request.getfixturevalue("postgres_cluster")
+    central_harness.DATABASE_FACTORY = cluster.new_database
+    try:
+        yield kind
+    finally:
+        central_harness.DATABASE_FACTORY = None
 
 
 @pytest.fixture(scope="session")

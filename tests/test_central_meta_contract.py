@@ -36,13 +36,10 @@ from sync.central.storage.base import (
 )
 from sync.central.storage.pg_meta import PostgresMetaStore
 from sync.central.storage.sqlite_meta import SCHEMA_VERSION, SqliteMetaStore
-from tests.harness import postgres as pg_harness
 from tests.harness.central import REPO, new_submission_id
 from tests.harness.postgres import PostgresCluster
 
 # The private cluster's fixtures, here until tests/conftest.py takes them for every file.
-postgres_cluster = pg_harness.postgres_cluster
-postgres_dsn = pg_harness.postgres_dsn
 
 DEVICE = "dev-0123456789abcdef"
 NOW = 1_800_000_000.0

@@ -16,7 +16,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,11 @@ def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+#: Set by tests/conftest.py under ``--central-store=postgres``: makes a fresh PostgreSQL
+#: database (its URL) for each service, so the same tests run on either metadata store.
+DATABASE_FACTORY: Callable[[], str] | None = None
+
+
 class CentralService:
     """``central serve`` as a subprocess. Use as a context manager or call ``stop()``."""
 
@@ -61,6 +66,11 @@ class CentralService:
         self.timeout = timeout
         self.log_path = self.data_dir.parent / f"{self.data_dir.name}-serve.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        if DATABASE_FACTORY is not None and not (self.data_dir / "central.conf").exists():
+            # The data directory's config file, as an administrator would write it.
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            (self.data_dir / "central.conf").write_text(
+                f"CENTRAL_DATABASE_URL={DATABASE_FACTORY()}\n", encoding="utf-8")
         self.init_output = self.cli("init")
         self.service_key = self.init_output.strip().splitlines()[-1]
         if start:
