@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import html
 import re
-import sqlite3
 import time
 
 import httpx
@@ -31,13 +30,8 @@ def _get(service: CentralService, path: str, token: str | None) -> httpx.Respons
 
 def _set(service: CentralService, device_id: str, **columns: object) -> None:
     """Write device columns directly (what the API would never accept, or an old time)."""
-    conn = sqlite3.connect(service.data_dir / "central.sqlite", timeout=30)
-    try:
-        names = ", ".join(f"{k} = ?" for k in columns)
-        conn.execute(f"UPDATE devices SET {names} WHERE id = ?", (*columns.values(), device_id))
-        conn.commit()
-    finally:
-        conn.close()
+    names = ", ".join(f"{k} = ?" for k in columns)
+    service.sql(f"UPDATE devices SET {names} WHERE id = ?", (*columns.values(), device_id))
 
 
 def test_a_heartbeat_shows_in_the_cli_the_json_and_the_page(central: CentralService) -> None:
@@ -86,9 +80,7 @@ def test_a_heartbeat_shows_in_the_cli_the_json_and_the_page(central: CentralServ
 
     audit = central.cli("audit", "verify")
     assert audit.startswith("audit chain intact")
-    conn = sqlite3.connect(central.data_dir / "central.sqlite")
-    actions = [r[0] for r in conn.execute("SELECT action FROM audit")]
-    conn.close()
+    actions = [r[0] for r in central.sql("SELECT action FROM audit")]
     assert actions.count("fleet_viewed") == 3 and "admin_added" in actions
     print(f"fleet test took {time.monotonic() - started:.1f}s")
 

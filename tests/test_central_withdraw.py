@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import random
-import sqlite3
 import subprocess
 import sys
 import time
@@ -171,11 +170,7 @@ def test_withdrawal_end_to_end_on_loopback(tmp_path: Path) -> None:
         assert "acknowledged 2" in done.stdout
 
         # The service holds the key the index carried, never the code.
-        db = sqlite3.connect(service.data_dir / "central.sqlite")
-        try:
-            stored = dict(db.execute("SELECT id, withdrawal_key FROM submissions"))
-        finally:
-            db.close()
+        stored = dict(service.sql("SELECT id, withdrawal_key FROM submissions"))
         assert stored == {mine: withdrawal_key(code), theirs: withdrawal_key(other_code)}
 
         vetter = {"Authorization": f"Bearer {service.vetter_token()}"}

@@ -92,11 +92,7 @@ def queue(central: CentralService) -> list[dict]:
 
 
 def central_db(central: CentralService, sql: str) -> list[tuple]:
-    conn = sqlite3.connect(central.data_dir / "central.sqlite")
-    try:
-        return conn.execute(sql).fetchall()
-    finally:
-        conn.close()
+    return [tuple(row) for row in central.sql(sql)]
 
 
 def the_bundle(stick: Path) -> bundle.Bundle:

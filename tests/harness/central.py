@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -89,6 +90,36 @@ class CentralService:
             raise CentralError(f"central {' '.join(args[:2])} exited {done.returncode}:"
                                f" {done.stderr.strip()}")
         return done.stdout
+
+    def database_url(self) -> str | None:
+        """The PostgreSQL URL in the data directory's config file; None: SQLite."""
+        conf = self.data_dir / "central.conf"
+        if not conf.exists():
+            return None
+        for line in conf.read_text(encoding="utf-8").splitlines():
+            key, _, value = line.partition("=")
+            if key.strip() == "CENTRAL_DATABASE_URL":
+                return value.strip()
+        return None
+
+    def sql(self, query: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        """Raw SQL on the service's metadata store, whichever it is (one schema for
+        both), committed; ``?`` placeholders. For tests that must look (or reach) past
+        the API: an old heartbeat time, what the audit log holds."""
+        url = self.database_url()
+        if url is None:
+            conn = sqlite3.connect(self.data_dir / "central.sqlite", timeout=30)
+            try:
+                rows = conn.execute(query, params).fetchall()
+                conn.commit()
+                return rows
+            finally:
+                conn.close()
+        import psycopg  # only with --central-store=postgres
+
+        with psycopg.connect(url) as pg:
+            cur = pg.execute(query.replace("?", "%s"), params)
+            return cur.fetchall() if cur.description is not None else []
 
     def enrol_code(self, name: str | None = None, expires: str = "1h") -> str:
         args = ["enrol-code", "--expires", expires]
