@@ -44,6 +44,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from sync.durable import fsync_dir
 from sync.wire import (
     MAX_DOCUMENT_BYTES,
     SignedDocument,
@@ -258,14 +259,6 @@ def read_status(path: Path) -> Status:
 
 # -- durable writes on the stick ---------------------------------------------------------
 # No chmod: a stick is usually FAT, which keeps no modes.
-
-def fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
 
 def write_file(path: Path, data: bytes) -> None:
     """Write a new file and fsync it (its folder is fsynced by whoever renames it in)."""
