@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -34,10 +35,11 @@ SCREENSHOT_DIR = REPO / "screenshots" / "tests"
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
-        "--central-store", choices=("sqlite", "postgres"),
+        "--central-store", choices=("sqlite", "postgres", "postgres+s3"),
         default=os.environ.get("CENTRAL_TEST_STORE", "sqlite"),
         help="the metadata store of every central service the tests start (default:"
-             " sqlite, the one-directory default; postgres: a private PostgreSQL 15)")
+             " sqlite, the one-directory default; postgres: a private PostgreSQL 15;"
+             " postgres+s3: that, with blobs in moto's S3 server on loopback)")
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -45,15 +47,37 @@ def central_store(request: pytest.FixtureRequest) -> Iterator[str]:
     """Under ``--central-store=postgres``, every CentralService gets its own database in
     one private cluster (tests/harness/central.py DATABASE_FACTORY)."""
     kind = str(request.config.getoption("--central-store"))
-    if kind != "postgres":
+    if kind not in ("postgres", "postgres+s3"):
         yield kind
         return
     cluster: PostgresCluster = request.getfixturevalue("postgres_cluster")
     central_harness.DATABASE_FACTORY = cluster.new_database
+    endpoint = None
+    if kind == "postgres+s3":
+        # Imported here: moto and boto3 load only when asked for.
+        from tests.harness.s3 import start_moto
+
+        endpoint = start_moto()
+        central_harness.S3_FACTORY = lambda: _new_bucket_conf(endpoint)
     try:
         yield kind
     finally:
         central_harness.DATABASE_FACTORY = None
+        central_harness.S3_FACTORY = None
+        if endpoint is not None:
+            endpoint.server.stop()
+
+
+def _new_bucket_conf(endpoint: Any) -> dict[str, str]:
+    """A fresh bucket on the session's moto server, as central.conf lines."""
+    import uuid
+
+    bucket = f"central-{uuid.uuid4().hex[:20]}"
+    endpoint.admin_client().create_bucket(Bucket=bucket)
+    return {"CENTRAL_S3_ENDPOINT": endpoint.endpoint_url, "CENTRAL_S3_BUCKET": bucket,
+            "AWS_ACCESS_KEY_ID": endpoint.access_key_id,
+            "AWS_SECRET_ACCESS_KEY": endpoint.secret_access_key,
+            "AWS_DEFAULT_REGION": endpoint.region}
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,7 @@ import secrets
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sync.envelope.errors import KeyFormatError
 from sync.signing import SigningKey, VerifyKey, format_signing_key_file, parse_signing_key_file
@@ -21,12 +22,21 @@ from .storage.base import AuditEvent, MetaStore
 from .storage.file_blobs import FileBlobStore, fsync_dir
 from .storage.sqlite_meta import SqliteMetaStore
 
+if TYPE_CHECKING:
+    from .storage.s3_blobs import S3BlobStore
+
 DB_NAME = "central.sqlite"
 KEY_NAME = "service.key"
 #: Optional ``KEY=value`` lines in the data directory; the environment wins over it.
 CONFIG_NAME = "central.conf"
 #: ``postgresql://...``: metadata in PostgreSQL instead of DB_NAME (issue 14).
 DATABASE_URL = "CENTRAL_DATABASE_URL"
+#: Both set: blobs in this S3-compatible bucket, the upload ledger in DATABASE_URL's
+#: database (issue 14). Optional CENTRAL_S3_PREFIX; credentials and region are the
+#: standard AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION.
+S3_ENDPOINT = "CENTRAL_S3_ENDPOINT"
+S3_BUCKET = "CENTRAL_S3_BUCKET"
+S3_PREFIX = "CENTRAL_S3_PREFIX"
 TMP_DIR = "tmp"
 DEFAULT_MAX_UPLOAD = 2 * 1024**3
 DEFAULT_UPLOAD_EXPIRY = 7 * 86400.0
@@ -177,6 +187,51 @@ def open_meta(data_dir: Path, *, create: bool) -> MetaStore:
                              f" {str(exc).strip().splitlines()[-1]}") from None
 
 
+def open_blobs(data_dir: Path, *, create: bool) -> FileBlobStore | S3BlobStore:
+    """The blob store the configuration names: S3 (with its upload ledger in the
+    PostgreSQL database) if S3_ENDPOINT and S3_BUCKET are set, else files in the data
+    directory (the default, unchanged). On S3 the bucket is checked now, so a wrong
+    name or key fails at start-up rather than on a kiosk's first upload; only
+    ``central init`` (``create``) makes the ledger tables."""
+    endpoint = config_value(data_dir, S3_ENDPOINT)
+    bucket = config_value(data_dir, S3_BUCKET)
+    if endpoint is None and bucket is None:
+        return FileBlobStore(data_dir)
+    if endpoint is None or bucket is None:
+        raise NotInitialised(f"set both {S3_ENDPOINT} and {S3_BUCKET} (or neither)")
+    url = config_value(data_dir, DATABASE_URL)
+    if url is None:
+        # The ledger of S3 uploads (and the offsets it moves with) lives in PostgreSQL.
+        raise NotInitialised(f"S3 blob storage needs PostgreSQL: set {DATABASE_URL}")
+    access = config_value(data_dir, "AWS_ACCESS_KEY_ID")
+    secret = config_value(data_dir, "AWS_SECRET_ACCESS_KEY")
+    if access is None or secret is None:
+        raise NotInitialised("S3 blob storage needs AWS_ACCESS_KEY_ID and"
+                             " AWS_SECRET_ACCESS_KEY")
+    # Imported here: the default deployment never loads boto3.
+    from psycopg import OperationalError
+
+    from .storage.base import StorageError
+    from .storage.s3_blobs import S3BlobStore
+    from .storage.s3_objects import S3Objects, S3Settings
+
+    settings = S3Settings(endpoint_url=endpoint, bucket=bucket, access_key_id=access,
+                          secret_access_key=secret,
+                          region=config_value(data_dir, "AWS_DEFAULT_REGION") or "us-east-1",
+                          prefix=config_value(data_dir, S3_PREFIX) or "")
+    try:
+        objects = S3Objects(settings)
+        objects.check_bucket()
+        (data_dir / TMP_DIR).mkdir(exist_ok=True)
+        return S3BlobStore(objects, url, create=create, spool_dir=data_dir / TMP_DIR)
+    except StorageError as exc:
+        # Never the secret key; the bucket and endpoint are not secrets.
+        raise NotInitialised(f"S3 blob storage at {endpoint}: {exc}") from None
+    except OperationalError as exc:
+        raise NotInitialised(f"cannot connect to the database in {DATABASE_URL}:"
+                             f" {str(exc).strip().splitlines()[-1]}") from None
+
+
 def init(data_dir: Path, *, publisher_key: VerifyKey | None = None) -> VerifyKey:
     """Make (or leave as it is) a data directory; return the service's public key."""
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -189,6 +244,9 @@ def init(data_dir: Path, *, publisher_key: VerifyKey | None = None) -> VerifyKey
             set_publisher_key(meta, publisher_key)
     finally:
         meta.close()
+    blobs = open_blobs(data_dir, create=True)  # S3: the ledger tables, and the bucket
+    if not isinstance(blobs, FileBlobStore):
+        blobs.close()
     key_path = data_dir / KEY_NAME
     if key_path.exists():
         key = parse_signing_key_file(key_path.read_text(encoding="ascii"))
@@ -214,7 +272,11 @@ class Central:
         # On SQLite, opening with create=True also brings an older schema up to date;
         # on PostgreSQL the schema is `central init`'s alone (see open_meta).
         self.meta = open_meta(data_dir, create=not on_postgres)
-        self.blobs = FileBlobStore(data_dir)
+        try:
+            self.blobs: FileBlobStore | S3BlobStore = open_blobs(data_dir, create=False)
+        except BaseException:
+            self.meta.close()
+            raise
         self.key = parse_signing_key_file(key_path.read_text(encoding="ascii"))
         self.tmp = data_dir / TMP_DIR
         self.tmp.mkdir(exist_ok=True)
@@ -241,4 +303,6 @@ class Central:
         return count
 
     def close(self) -> None:
+        if not isinstance(self.blobs, FileBlobStore):
+            self.blobs.close()
         self.meta.close()

@@ -51,6 +51,9 @@ def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
 #: Set by tests/conftest.py under ``--central-store=postgres``: makes a fresh PostgreSQL
 #: database (its URL) for each service, so the same tests run on either metadata store.
 DATABASE_FACTORY: Callable[[], str] | None = None
+#: Set by tests/conftest.py under ``--central-store=postgres+s3`` (with DATABASE_FACTORY):
+#: the S3 lines of a fresh bucket (endpoint, bucket, credentials) for each service.
+S3_FACTORY: Callable[[], dict[str, str]] | None = None
 
 
 class CentralService:
@@ -70,8 +73,12 @@ class CentralService:
         if DATABASE_FACTORY is not None and not (self.data_dir / "central.conf").exists():
             # The data directory's config file, as an administrator would write it.
             self.data_dir.mkdir(parents=True, exist_ok=True)
+            lines = {"CENTRAL_DATABASE_URL": DATABASE_FACTORY()}
+            if S3_FACTORY is not None:
+                lines.update(S3_FACTORY())
             (self.data_dir / "central.conf").write_text(
-                f"CENTRAL_DATABASE_URL={DATABASE_FACTORY()}\n", encoding="utf-8")
+                "".join(f"{key}={value}\n" for key, value in lines.items()),
+                encoding="utf-8")
         self.init_output = self.cli("init")
         self.service_key = self.init_output.strip().splitlines()[-1]
         if start:
