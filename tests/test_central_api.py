@@ -21,6 +21,7 @@ from fastapi.testclient import TestClient
 
 from sync.central.app import create_app
 from sync.central.core import Settings, hash_secret, init, make_enrol_code, normalise_code
+from sync.central.storage.base import StorageUnavailable
 from sync.central.storage.sqlite_meta import SqliteMetaStore
 from sync.signing import SigningKey
 from sync.wire import (
@@ -452,6 +453,35 @@ def test_same_index_twice_gives_the_byte_identical_receipt(env: Env) -> None:
     assert again.json() == first.json()
     stored = (env.data / "parts" / sid / hashlib.sha256(parts["a1.age"]).hexdigest())
     assert stored.read_bytes() == parts["a1.age"]
+
+
+def test_a_store_that_cannot_be_reached_answers_503_and_keeps_nothing(
+        env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The object store down (S3 unreachable after its retries) while the service stores
+    # the parts: not a damaged upload (422 would make the kiosk send it all again) but
+    # "come back later", and nothing recorded.
+    kiosk = env.enrol()
+    sid = new_submission_id()
+    parts = {"a1.age": b"1" * 5000}
+    upload_parts(env, kiosk, sid, parts)
+    signed = signed_index(kiosk.key, kiosk.device_id, sid, parts)
+    auth = {"Authorization": f"Bearer {kiosk.token}"}
+    blobs = env.client.app.state.central.blobs  # type: ignore[attr-defined]
+
+    def down(*_args: object) -> None:
+        raise StorageUnavailable("object store unreachable (test)")
+
+    monkeypatch.setattr(blobs, "put_part_from_upload", down)
+    before = env.snapshot()
+    # As a client sees it: the exception handler's answer, not the exception.
+    answering = TestClient(env.client.app, raise_server_exceptions=False)
+    reply = answering.post("/api/v1/submissions", json=index_body(signed), headers=auth)
+    assert reply.status_code == 503 and reply.json()["error"] == "storage_unavailable"
+    assert reply.headers["retry-after"] == "30"
+    assert env.snapshot() == before
+    monkeypatch.undo()
+    assert env.client.post("/api/v1/submissions", json=index_body(signed),
+                           headers=auth).status_code == 201
 
 
 def test_concurrent_posts_of_one_index_make_one_submission(env: Env) -> None:

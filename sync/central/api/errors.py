@@ -18,6 +18,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from ..storage.base import StorageUnavailable
+
 log = logging.getLogger("central")
 #: sqlite3.SQLITE_FULL (Python 3.11 names it only from 3.11.? on, so spelled out here).
 SQLITE_FULL = 13
@@ -67,7 +69,8 @@ _DESCRIPTIONS = {
     404: "not found", 408: "request body stalled", 409: "conflict", 410: "expired",
     412: "unsupported tus version", 413: "too large", 415: "wrong content type",
     416: "range not satisfiable", 422: "parts not uploaded", 423: "upload busy",
-    460: "checksum mismatch", 507: "storage full",
+    460: "checksum mismatch", 503: "storage unreachable, try again later",
+    507: "storage full",
 }
 
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 400: "bad_request",
@@ -100,9 +103,26 @@ def install(app: FastAPI) -> None:
             # rolled back, the offset did not move), and the client may retry later.
             log.error("storage full on %s %s", request.method, request.url.path)
             return error_response(507, "storage_full", "the service's storage is full")
+        if unavailable(exc):
+            # The object store is down or hung: nothing was recorded; come back later.
+            log.error("storage unavailable on %s %s", request.method, request.url.path)
+            return error_response(503, "storage_unavailable",
+                                  "the service's storage is unreachable; try again later",
+                                  headers={"Retry-After": "30"})
         log.error("internal error %s on %s %s", type(exc).__name__, request.method,
                   request.url.path)
         return error_response(500, "internal", "internal error")
+
+
+def unavailable(exc: BaseException | None) -> bool:
+    """Whether ``exc`` (or what caused it) is a store that could not be reached."""
+    seen = 0
+    while exc is not None and seen < 8:
+        if isinstance(exc, StorageUnavailable):
+            return True
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return False
 
 
 def disk_full(exc: BaseException | None) -> bool:

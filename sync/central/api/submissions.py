@@ -25,7 +25,15 @@ from sync.signing import BadSignatureError, VerifyKey
 from sync.wire import MAX_DOCUMENT_BYTES, BadIndex, Receipt, SignedDocument, SubmissionIndex
 
 from ..core import Central
-from ..storage.base import AuditEvent, Conflict, Device, StorageError, StoredPart, StoredSubmission
+from ..storage.base import (
+    AuditEvent,
+    Conflict,
+    Device,
+    StorageError,
+    StorageUnavailable,
+    StoredPart,
+    StoredSubmission,
+)
 from .auth import DeviceDep, central
 from .errors import ApiError, responses
 
@@ -132,6 +140,8 @@ def accept_index(svc: Central, device: Device, signed: SignedDocument) -> Accept
                 raise ApiError(507, "storage_full", "the service is out of disk space") \
                     from None
             raise
+        except StorageUnavailable:
+            raise  # the store is down, not the upload wrong: 503 (api/errors.py)
         except StorageError:
             log.error("upload_corrupt upload %s", uploads[part.name].id)
             raise ApiError(422, "parts_not_uploaded",
@@ -161,7 +171,7 @@ def accept_index(svc: Central, device: Device, signed: SignedDocument) -> Accept
 @router.post(
     "/submissions", status_code=201, response_model=ReceiptResponse,
     responses={200: {"model": ReceiptResponse, "description": "the stored receipt (repeat)"},
-               **responses(400, 401, 403, 409, 413, 422, 507, parts=True)},
+               **responses(400, 401, 403, 409, 413, 422, 503, 507, parts=True)},
     openapi_extra={"requestBody": {"required": True, "content": {
         "application/json": {"schema": _REQUEST_SCHEMA}}}})
 async def post_submission(request: Request,

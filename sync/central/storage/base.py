@@ -32,6 +32,11 @@ class OffsetMismatch(StorageError):
         self.actual = actual
 
 
+class StorageUnavailable(StorageError):
+    """A store could not be reached or did not answer in time (after its retries).
+    Nothing was changed; the request may be retried later: the service answers 503."""
+
+
 class BlobMissing(StorageError):
     """The blob asked for does not exist."""
 

@@ -48,7 +48,7 @@ from botocore.exceptions import (
     ResponseStreamingError,
 )
 
-from .base import BlobMissing, ChecksumMismatch, StorageError
+from .base import BlobMissing, ChecksumMismatch, StorageError, StorageUnavailable
 
 #: Bytes per chunk yielded by :meth:`S3Objects.get_object` (as file_blobs.READ_SIZE).
 READ_SIZE = 1024 * 1024
@@ -73,11 +73,6 @@ MAX_KEY_LENGTH = 512
 _MISSING_CODES = {"NoSuchKey", "NotFound", "404", "NoSuchUpload"}
 _CHECKSUM_CODES = {"BadDigest", "InvalidDigest", "XAmzContentSHA256Mismatch",
                    "InvalidChecksum"}
-
-
-class StorageUnavailable(StorageError):
-    """The object store could not be reached or did not answer in time (after the
-    configured retries). The request may be retried later; the service answers 503."""
 
 
 @dataclass(frozen=True)
