@@ -18,4 +18,7 @@ if [ $# -eq 0 ]; then
     tests/test_sync_e2e.py tests/test_central_loopback.py tests/test_sync_faults.py \
     tests/test_vet_cli.py tests/test_catalog_sync.py tests/test_central_withdraw.py \
     tests/test_central_fleet.py tests/test_usb_transfer.py
+  # And a kiosk's submission end to end with blobs in S3 (moto's server) as well.
+  .venv/bin/python -m pytest --basetemp="$basetemp/s3" --central-store=postgres+s3 \
+    tests/test_sync_e2e.py
 fi
