@@ -383,6 +383,19 @@ class UploadAppend(Protocol):
         ...
 
 
+def append_all(append: UploadAppend, chunks: Iterable[bytes]) -> int:
+    """Write ``chunks`` through ``append`` and commit (the new durable size); on any
+    error abort, so nothing past the starting offset stays, and re-raise. What every
+    store's :meth:`BlobStore.append_upload` is, over its own :meth:`~BlobStore.open_append`."""
+    try:
+        for chunk in chunks:
+            append.write(chunk)
+    except BaseException:
+        append.abort()
+        raise
+    return append.commit()
+
+
 class BlobStore(Protocol):
     """Upload bodies, submission parts and public audio, as opaque bytes.
 

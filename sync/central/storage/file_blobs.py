@@ -18,7 +18,15 @@ import secrets
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from .base import BlobMissing, ChecksumMismatch, OffsetMismatch, StorageError
+from sync.durable import fsync_dir
+
+from .base import (
+    BlobMissing,
+    ChecksumMismatch,
+    OffsetMismatch,
+    StorageError,
+    append_all,
+)
 
 _UPLOAD_ID = re.compile(r"[0-9a-f]{32}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -27,14 +35,6 @@ _SUBMISSION_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0
 # A catalog story id (sync/catalog.py): letters, digits, '-' and '_', never a dot.
 _STORY_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 READ_SIZE = 1024 * 1024
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _check(pattern: re.Pattern[str], value: str, what: str) -> str:
@@ -159,14 +159,7 @@ class FileBlobStore:
 
     def append_upload(self, upload_id: str, expected_offset: int,
                       chunks: Iterable[bytes]) -> int:
-        append = self.open_append(upload_id, expected_offset)
-        try:
-            for chunk in chunks:
-                append.write(chunk)
-        except BaseException:
-            append.abort()
-            raise
-        return append.commit()
+        return append_all(self.open_append(upload_id, expected_offset), chunks)
 
     def truncate_upload(self, upload_id: str, size: int) -> None:
         path = self._upload(upload_id)

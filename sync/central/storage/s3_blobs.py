@@ -36,7 +36,7 @@ from typing import IO, Any
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from .base import BlobMissing, ChecksumMismatch, OffsetMismatch, StorageError
+from .base import BlobMissing, ChecksumMismatch, OffsetMismatch, StorageError, append_all
 from .file_blobs import _SHA256, _STORY_ID, _SUBMISSION_ID, _UPLOAD_ID, _check
 from .s3_objects import MIN_PART_SIZE, PartReceipt, S3Objects
 
@@ -363,14 +363,7 @@ class S3BlobStore:
 
     def append_upload(self, upload_id: str, expected_offset: int,
                       chunks: Iterable[bytes]) -> int:
-        append = self.open_append(upload_id, expected_offset)
-        try:
-            for chunk in chunks:
-                append.write(chunk)
-        except BaseException:
-            append.abort()
-            raise
-        return append.commit()
+        return append_all(self.open_append(upload_id, expected_offset), chunks)
 
     def truncate_upload(self, upload_id: str, size: int) -> None:
         current = self.upload_size(upload_id)
