@@ -21,6 +21,9 @@ PACKAGES=(
   # The metadata store on PostgreSQL (issue 14): tests/harness/postgres.py runs a
   # private cluster from these binaries (/usr/lib/postgresql/15/bin).
   postgresql-15
+  # Several `central serve` instances behind a load balancer (issue 14):
+  # tests/harness/haproxy.py runs Debian's HAProxy with deploy/central/haproxy.cfg.
+  haproxy
 )
 # typage (the peer implementation of post-quantum age) runs on Node.js.
 command -v node >/dev/null && command -v npm >/dev/null || PACKAGES+=(nodejs npm)

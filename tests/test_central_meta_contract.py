@@ -29,6 +29,7 @@ from sync.central.storage.base import (
     Conflict,
     MetaStore,
     StaleCatalog,
+    StorageUnavailable,
     StoredCatalog,
     StoredPart,
     StoredSubmission,
@@ -515,6 +516,37 @@ def test_the_store_outlives_a_postgresql_restart(pg_backend: Backend,
     meta.set_upload_offset("u1", 80)
     meta.unlock_upload("u1")
     assert first_broken(meta.audit_rows()) == (1, None)
+
+
+def test_a_database_that_is_down_is_unavailable_not_locked(
+        pg_backend: Backend, postgres_cluster: PostgresCluster) -> None:
+    """"Locked" tells a kiosk to retry at once; a database that is down must be told
+    apart (StorageUnavailable: 503 with Retry-After), and a full lock pool must not."""
+    meta = pg_backend.open(create=True)
+    assert isinstance(meta, PostgresMetaStore)
+    held = [f"full{i}" for i in range(meta._lock_connections)]
+    try:
+        for upload_id in held:
+            assert meta.try_lock_upload(upload_id)
+        assert meta.try_lock_upload("one-more") is False  # busy, not down
+    finally:
+        for upload_id in held:
+            meta.unlock_upload(upload_id)
+    postgres_cluster.stop()
+    try:
+        with pytest.raises(StorageUnavailable):
+            meta.try_lock_upload("u1")
+    finally:
+        postgres_cluster.start()
+    deadline = time.monotonic() + 10
+    while True:  # the pool replaces its dead connections once the server is back
+        try:
+            assert meta.try_lock_upload("u1")
+            break
+        except StorageUnavailable:
+            assert time.monotonic() < deadline, "locks never came back after the restart"
+            time.sleep(0.1)
+    meta.unlock_upload("u1")
 
 
 # -- which store `central` opens -------------------------------------------------------------

@@ -11,6 +11,7 @@ import os
 import re
 import secrets
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -38,6 +39,10 @@ S3_ENDPOINT = "CENTRAL_S3_ENDPOINT"
 S3_BUCKET = "CENTRAL_S3_BUCKET"
 S3_PREFIX = "CENTRAL_S3_PREFIX"
 TMP_DIR = "tmp"
+#: Where an instance on S3 spools request bodies (default: the system's temporary
+#: directory). Never the data directory: on the scale-out shape several instances share
+#: it, read-only, and one instance's start-up must not clear another's spool.
+SPOOL_DIR = "CENTRAL_SPOOL_DIR"
 DEFAULT_MAX_UPLOAD = 2 * 1024**3
 DEFAULT_UPLOAD_EXPIRY = 7 * 86400.0
 DEFAULT_BODY_IDLE_TIMEOUT = 60.0
@@ -219,11 +224,12 @@ def open_blobs(data_dir: Path, *, create: bool) -> FileBlobStore | S3BlobStore:
                           secret_access_key=secret,
                           region=config_value(data_dir, "AWS_DEFAULT_REGION") or "us-east-1",
                           prefix=config_value(data_dir, S3_PREFIX) or "")
+    spool = config_value(data_dir, SPOOL_DIR)
     try:
         objects = S3Objects(settings)
         objects.check_bucket()
-        (data_dir / TMP_DIR).mkdir(exist_ok=True)
-        return S3BlobStore(objects, url, create=create, spool_dir=data_dir / TMP_DIR)
+        return S3BlobStore(objects, url, create=create,
+                           spool_dir=None if spool is None else Path(spool))
     except StorageError as exc:
         # Never the secret key; the bucket and endpoint are not secrets.
         raise NotInitialised(f"S3 blob storage at {endpoint}: {exc}") from None
@@ -232,12 +238,19 @@ def open_blobs(data_dir: Path, *, create: bool) -> FileBlobStore | S3BlobStore:
                              f" {str(exc).strip().splitlines()[-1]}") from None
 
 
+def _on_s3(data_dir: Path) -> bool:
+    return config_value(data_dir, S3_BUCKET) is not None
+
+
 def init(data_dir: Path, *, publisher_key: VerifyKey | None = None) -> VerifyKey:
     """Make (or leave as it is) a data directory; return the service's public key."""
     data_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(data_dir, 0o700)
-    for sub in ("uploads", "parts", "public", TMP_DIR):
-        (data_dir / sub).mkdir(exist_ok=True)
+    if not _on_s3(data_dir):
+        # The files default keeps its blobs here; on S3 the folder holds only the key
+        # and central.conf, so that instances can share it read-only.
+        for sub in ("uploads", "parts", "public", TMP_DIR):
+            (data_dir / sub).mkdir(exist_ok=True)
     meta = open_meta(data_dir, create=True)
     try:
         if publisher_key is not None:
@@ -278,8 +291,14 @@ class Central:
             self.meta.close()
             raise
         self.key = parse_signing_key_file(key_path.read_text(encoding="ascii"))
-        self.tmp = data_dir / TMP_DIR
-        self.tmp.mkdir(exist_ok=True)
+        self._private_tmp = _on_s3(data_dir)
+        if self._private_tmp:
+            # This process's own spool folder, removed on close (see SPOOL_DIR).
+            spool = config_value(data_dir, SPOOL_DIR)
+            self.tmp = Path(tempfile.mkdtemp(prefix="central-spool-", dir=spool))
+        else:
+            self.tmp = data_dir / TMP_DIR
+            self.tmp.mkdir(exist_ok=True)
         from .ratelimit import RateLimiter
 
         self.withdraw_limiter = RateLimiter(
@@ -306,3 +325,5 @@ class Central:
         if not isinstance(self.blobs, FileBlobStore):
             self.blobs.close()
         self.meta.close()
+        if self._private_tmp:
+            shutil.rmtree(self.tmp, ignore_errors=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import logging
 import sqlite3
+import sys
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -116,9 +117,15 @@ def install(app: FastAPI) -> None:
 
 def unavailable(exc: BaseException | None) -> bool:
     """Whether ``exc`` (or what caused it) is a store that could not be reached."""
+    # psycopg is loaded only on the PostgreSQL store; its OperationalError (the pool's
+    # PoolTimeout is one) is a database that is down, restarting or out of connections.
+    psycopg = sys.modules.get("psycopg")
+    down: tuple[type[BaseException], ...] = (StorageUnavailable,)
+    if psycopg is not None:
+        down += (psycopg.OperationalError,)
     seen = 0
     while exc is not None and seen < 8:
-        if isinstance(exc, StorageUnavailable):
+        if isinstance(exc, down):
             return True
         exc = exc.__cause__ or exc.__context__
         seen += 1

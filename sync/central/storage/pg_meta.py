@@ -41,6 +41,7 @@ from .base import (
     Device,
     StaleCatalog,
     StorageError,
+    StorageUnavailable,
     StoredCatalog,
     StoredPart,
     StoredSubmission,
@@ -235,6 +236,8 @@ class PostgresMetaStore:
             kwargs={"autocommit": True, "row_factory": dict_row},
             check=ConnectionPool.check_connection, name="central-locks")
         self._held: dict[str, psycopg.Connection[Row]] = {}
+        self._lock_connections = lock_connections
+        self._lock_checked_out = 0  # connections out of the lock pool (under the guard)
         self._held_guard = threading.Lock()
         # One plain connection first: a wrong URL or a missing database fails at once
         # with libpq's reason, where the pool would retry quietly until its timeout.
@@ -506,21 +509,37 @@ class PostgresMetaStore:
         try:
             conn = self._lock_pool.getconn(timeout=0.5)
         except PoolTimeout:
-            return False  # every lock connection is busy: "locked" is the safe answer
+            with self._held_guard:
+                busy = self._lock_checked_out >= self._lock_connections
+            if busy:
+                return False  # every lock connection holds a lock: "locked" is safe
+            # The pool had room but could not connect: the database is down.
+            raise StorageUnavailable("the database cannot be reached") from None
+        with self._held_guard:
+            self._lock_checked_out += 1
         try:
             row = conn.execute("SELECT pg_try_advisory_lock(%s) AS ok",
                                (upload_lock_key(upload_id),)).fetchone()
+        except psycopg.OperationalError:
+            conn.close()  # a dead session: the pool replaces it
+            self._put_lock_connection(conn)
+            raise StorageUnavailable("the database cannot be reached") from None
         except BaseException:
-            self._lock_pool.putconn(conn)
+            self._put_lock_connection(conn)
             raise
         if row is None or not row["ok"]:
-            self._lock_pool.putconn(conn)
+            self._put_lock_connection(conn)
             return False
         with self._held_guard:
             # No entry can exist for this id: PostgreSQL just refused the key to every
             # other session, including this process's other lock connections.
             self._held[upload_id] = conn
         return True
+
+    def _put_lock_connection(self, conn: psycopg.Connection[Row]) -> None:
+        with self._held_guard:
+            self._lock_checked_out -= 1
+        self._lock_pool.putconn(conn)
 
     def unlock_upload(self, upload_id: str) -> None:
         with self._held_guard:
@@ -533,7 +552,7 @@ class PostgresMetaStore:
             # The session is gone (say, PostgreSQL restarted), and its locks with it;
             # close it so that the pool replaces it rather than reusing it.
             conn.close()
-        self._lock_pool.putconn(conn)
+        self._put_lock_connection(conn)
 
     # -- submissions -----------------------------------------------------------------------
     def insert_submission(self, submission: StoredSubmission, *,
