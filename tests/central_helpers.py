@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,15 @@ from sync.central.app import create_app
 from sync.central.core import Settings, init
 from sync.envelope import X25519Identity
 from sync.signing import SigningKey
-from tests.harness.central import index_body, new_submission_id, signed_index, tus_upload
+from tests.harness.central import (
+    configure_store,
+    index_body,
+    new_submission_id,
+    signed_index,
+    store_sql,
+    stored_state,
+    tus_upload,
+)
 from tests.test_central_api import Env, Kiosk
 
 TABLES = ("devices", "enrol_codes", "uploads", "submissions", "submission_parts", "receipts",
@@ -60,16 +67,7 @@ class World(Env):
                           self.publisher.verify_key)
 
     def snapshot(self) -> dict[str, Any]:
-        conn = sqlite3.connect(self.data / "central.sqlite")
-        try:
-            tables = {t: conn.execute(f"SELECT * FROM {t} ORDER BY 1").fetchall()
-                      for t in TABLES}
-        finally:
-            conn.close()
-        files = {str(p.relative_to(self.data)): p.read_bytes()
-                 for sub in ("uploads", "parts", "tmp", "public")
-                 for p in (self.data / sub).rglob("*") if p.is_file()}
-        return {"tables": tables, "files": files}
+        return stored_state(self.data, TABLES)
 
     def submission(self, withdrawal_key: str | None = None) -> str:
         sid = new_submission_id()
@@ -111,11 +109,7 @@ class World(Env):
         return result
 
     def audit_text(self) -> str:
-        conn = sqlite3.connect(self.data / "central.sqlite")
-        try:
-            rows = conn.execute("SELECT actor, action, subject FROM audit").fetchall()
-        finally:
-            conn.close()
+        rows = store_sql(self.data, "SELECT actor, action, subject FROM audit ORDER BY seq")
         return "\n".join(" | ".join(r) for r in rows)
 
 
@@ -152,6 +146,7 @@ def refused(world: World, method: str, url: str, status: int, error: str | None 
 
 def make_world(tmp_path: Path, settings: Settings | None = None) -> Iterator[World]:
     data = tmp_path / "central"
+    configure_store(data)
     init(data)
     with TestClient(create_app(data, settings or Settings(max_upload_bytes=1024 * 1024))) \
             as client:

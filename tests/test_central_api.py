@@ -22,7 +22,6 @@ from fastapi.testclient import TestClient
 from sync.central.app import create_app
 from sync.central.core import Settings, hash_secret, init, make_enrol_code, normalise_code
 from sync.central.storage.base import StorageUnavailable
-from sync.central.storage.sqlite_meta import SqliteMetaStore
 from sync.signing import SigningKey
 from sync.wire import (
     PartEntry,
@@ -32,9 +31,16 @@ from sync.wire import (
     encode_metadata,
 )
 from tests.harness.central import (
+    configure_store,
     index_body,
     new_submission_id,
+    open_store,
     signed_index,
+    store_sql,
+    stored_blobs,
+    stored_part,
+    stored_state,
+    stored_upload,
     tus_headers,
     tus_upload,
 )
@@ -56,7 +62,7 @@ class Env:
 
     def code(self, *, expires_in: float = 3600.0) -> str:
         code = make_enrol_code()
-        meta = SqliteMetaStore(self.data / "central.sqlite")
+        meta = open_store(self.data)
         try:
             now = time.time()
             normalised = normalise_code(code)
@@ -76,7 +82,7 @@ class Env:
 
     def vetter(self) -> str:
         token = "idrvet_" + hashlib.sha256(str(time.time_ns()).encode()).hexdigest()[:40]
-        meta = SqliteMetaStore(self.data / "central.sqlite")
+        meta = open_store(self.data)
         try:
             meta.add_vetter(f"vet-{time.time_ns() % 10**12:012d}", "v", hash_secret(token),
                             time.time())
@@ -85,27 +91,30 @@ class Env:
         return token
 
     def snapshot(self) -> dict[str, Any]:
-        """Everything a refused request could have left behind."""
-        conn = sqlite3.connect(self.data / "central.sqlite")
-        try:
-            tables = {t: conn.execute(f"SELECT * FROM {t} ORDER BY 1").fetchall()
-                      for t in ("devices", "enrol_codes", "uploads", "submissions",
-                                "submission_parts", "receipts")}
-        finally:
-            conn.close()
-        files = {str(p.relative_to(self.data)): p.read_bytes()
-                 for sub in ("uploads", "parts", "tmp") for p in (self.data / sub).rglob("*")
-                 if p.is_file()}
-        return {"tables": tables, "files": files}
+        """Everything a refused request could have left behind, on either store."""
+        return stored_state(self.data, ("devices", "enrol_codes", "uploads", "submissions",
+                                         "submission_parts", "receipts"))
 
 
 @pytest.fixture
 def env(tmp_path: Path) -> Iterator[Env]:
     data = tmp_path / "central"
+    configure_store(data)
     init(data)
     app = create_app(data, Settings(max_upload_bytes=LIMIT))
     with TestClient(app) as client:
         yield Env(data, client)
+
+
+def test_the_service_runs_on_the_store_the_run_asked_for(env: Env, central_store: str) -> None:
+    """The same tests run on either store (tests/conftest.py --central-store): this one
+    fails if a fixture quietly fell back to the default."""
+    svc = env.client.app.state.central  # type: ignore[attr-defined]
+    expected = {"sqlite": ("SqliteMetaStore", "FileBlobStore"),
+                "postgres": ("PostgresMetaStore", "FileBlobStore"),
+                "postgres+s3": ("PostgresMetaStore", "S3BlobStore")}[central_store]
+    assert (type(svc.meta).__name__, type(svc.blobs).__name__) == expected
+    assert (env.data / "central.sqlite").exists() == (central_store == "sqlite")
 
 
 def refused(env: Env, method: str, url: str, status: int, error: str | None = None,
@@ -152,9 +161,7 @@ def test_enrolment_code_works_once_in_any_case_and_without_dashes(env: Env) -> N
     refused(env, "POST", "/api/v1/devices/enrol", 403, "enrol_code_refused",
             json={"code": code, "public_key": str(SigningKey.generate().verify_key)})
     # Only the token's hash is stored.
-    conn = sqlite3.connect(env.data / "central.sqlite")
-    stored = conn.execute("SELECT token_hash FROM devices").fetchall()
-    conn.close()
+    stored = store_sql(env.data, "SELECT token_hash FROM devices")
     assert stored == [(hashlib.sha256(body["token"].encode()).hexdigest(),)]
 
 
@@ -211,7 +218,7 @@ def test_missing_unknown_and_revoked_tokens(env: Env) -> None:
             headers={"Authorization": f"Bearer {vetter}"})
     refused(env, "GET", "/api/v1/queue", 401, "unauthorized",
             headers={"Authorization": f"Bearer {kiosk.token}"})
-    meta = SqliteMetaStore(env.data / "central.sqlite")
+    meta = open_store(env.data)
     assert meta.revoke_device(kiosk.device_id, time.time())
     meta.close()
     sid = new_submission_id()
@@ -235,11 +242,9 @@ def test_heartbeat_is_stored_and_refuses_extra_or_free_text_fields(env: Env) -> 
                 headers=auth)
     assert env.client.post("/api/v1/devices/heartbeat", json=good,
                            headers=auth).status_code == 204
-    conn = sqlite3.connect(env.data / "central.sqlite")
-    row = conn.execute("SELECT queue_depth, free_disk_bytes, app_version, last_error"
-                       " FROM devices").fetchone()
-    conn.close()
-    assert row == (3, 12345, "0.1.0+dev", "network")
+    [row] = store_sql(env.data, "SELECT queue_depth, free_disk_bytes, app_version,"
+                                " last_error FROM devices")
+    assert tuple(row) == (3, 12345, "0.1.0+dev", "network")
 
 
 # -- tus --------------------------------------------------------------------------------------
@@ -342,8 +347,8 @@ def test_patch_refusals_leave_the_upload_as_it_was(env: Env) -> None:
     assert head.headers["upload-offset"] == "40" and head.headers["upload-length"] == "100"
     assert head.headers["cache-control"] == "no-store"
     assert head.headers["tus-resumable"] == "1.0.0"
-    upload_file = env.data / "uploads" / url.rsplit("/", 1)[1]
-    assert upload_file.read_bytes() == first
+    upload_id = url.rsplit("/", 1)[1]
+    assert stored_upload(env.data, upload_id) == first
     # crc32 and sha1 checksums are accepted too.
     assert env.client.patch(url, content=body[:5], headers={
         **patch_headers(kiosk, 40), "Upload-Checksum": checksum_header(
@@ -354,15 +359,16 @@ def test_patch_refusals_leave_the_upload_as_it_was(env: Env) -> None:
     assert env.client.patch(url, content=body, headers={
         **patch_headers(kiosk, 45), "Upload-Checksum": checksum_header(
             "sha1", hashlib.sha1(body).digest())}).status_code == 204
-    assert upload_file.read_bytes() == first + b"y" * 10
+    assert stored_upload(env.data, upload_id) == first + b"y" * 10
     # Termination.
     assert env.client.delete(url, headers=tus_headers(kiosk.token)).status_code == 204
-    assert not upload_file.exists()
+    assert stored_upload(env.data, upload_id) is None
     assert env.client.head(url, headers=tus_headers(kiosk.token)).status_code == 404
 
 
 def test_an_expired_upload_answers_410(tmp_path: Path) -> None:
     data = tmp_path / "central"
+    configure_store(data)
     init(data)
     with TestClient(create_app(data, Settings(upload_expiry=0.5))) as client:
         env = Env(data, client)
@@ -451,8 +457,8 @@ def test_same_index_twice_gives_the_byte_identical_receipt(env: Env) -> None:
     again = env.client.post("/api/v1/submissions", json=index_body(signed), headers=auth)
     assert again.status_code == 200
     assert again.json() == first.json()
-    stored = (env.data / "parts" / sid / hashlib.sha256(parts["a1.age"]).hexdigest())
-    assert stored.read_bytes() == parts["a1.age"]
+    stored = stored_part(env.data, sid, hashlib.sha256(parts["a1.age"]).hexdigest())
+    assert stored == parts["a1.age"]
 
 
 def test_a_store_that_cannot_be_reached_answers_503_and_keeps_nothing(
@@ -509,10 +515,8 @@ def test_concurrent_posts_of_one_index_make_one_submission(env: Env) -> None:
     # with the winner's stored receipt (200): never two receipts.
     assert statuses.count(201) == 1 and set(statuses) <= {200, 201}, statuses
     assert len({r.text for r in replies}) == 1
-    conn = sqlite3.connect(env.data / "central.sqlite")
-    assert conn.execute("SELECT COUNT(*) FROM submissions").fetchone() == (1,)
-    assert conn.execute("SELECT COUNT(*) FROM receipts").fetchone() == (1,)
-    conn.close()
+    assert store_sql(env.data, "SELECT COUNT(*) FROM submissions") == [(1,)]
+    assert store_sql(env.data, "SELECT COUNT(*) FROM receipts") == [(1,)]
 
 
 def test_vetter_routes_refuse_path_like_and_unknown_ids(env: Env) -> None:
@@ -581,6 +585,7 @@ def test_wire_index_helpers_round_trip() -> None:
 
 def test_bench_sink_only_when_enabled(tmp_path: Path) -> None:
     data = tmp_path / "central"
+    configure_store(data)
     init(data)
     for enabled, status in ((False, 404), (True, 204)):
         with TestClient(create_app(data, Settings(bench_sink=enabled))) as client:
@@ -589,14 +594,13 @@ def test_bench_sink_only_when_enabled(tmp_path: Path) -> None:
                                headers={"Authorization": f"Bearer {kiosk.token}"})
             assert reply.status_code == status
             assert "/api/v1/_bench/sink" not in client.get("/openapi.json").text
-    assert list((data / "uploads").iterdir()) == [] and list((data / "tmp").iterdir()) == []
+    assert stored_blobs(data) == {}  # the sink's blob went, and nothing was spooled
 
 
 def test_a_full_database_answers_507_not_500() -> None:
     """SQLite's "database or disk is full" (SQLITE_FULL) is the service's storage being
     full: 507 storage_full, as a full disk under an upload is, so a kiosk reads it as
     "retry later" and staff see why."""
-    import sqlite3
 
     from fastapi import FastAPI
     from fastapi.testclient import TestClient

@@ -19,12 +19,17 @@ from sync import catalog as catalog_format
 from sync.envelope import X25519Identity
 from sync.signing import SigningKey
 from tests.central_helpers import World, catalog_bytes, make_world, ogg, refused, story
-from tests.harness.central import REPO
+from tests.harness.central import REPO, remove_blob, stored_blobs
 
 
 @pytest.fixture
 def world(tmp_path: Path) -> Iterator[World]:
     yield from make_world(tmp_path)
+
+
+def public_blobs(world: World, story_id: str) -> dict[str, bytes]:
+    return {name: data for name, data in stored_blobs(world.data).items()
+            if name.startswith(f"public/{story_id}/")}
 
 
 def signed(world: World, data: bytes) -> str:
@@ -39,17 +44,18 @@ def test_audio_is_stored_content_addressed_and_never_overwritten(world: World) -
     assert reply.status_code == 201, reply.text
     digest = hashlib.sha256(audio).hexdigest()
     assert reply.json() == {"story_id": "amina-1", "sha256": digest, "size": 5000}
-    path = world.data / "public" / "amina-1" / f"{digest}.ogg"
-    assert path.read_bytes() == audio
-    mtime = path.stat().st_mtime_ns
-    again = world.put_audio("amina-1", audio)  # idempotent
+    # Named by its SHA-256 (files: public/<story>/<sha>.ogg, S3: public/<story>/<sha>).
+    [(name, stored)] = public_blobs(world, "amina-1").items()
+    assert digest in name and stored == audio
+    before = world.snapshot()
+    again = world.put_audio("amina-1", audio)  # idempotent: nothing written again
     assert again.status_code == 201 and again.json() == reply.json()
-    assert path.stat().st_mtime_ns == mtime
+    assert world.snapshot() == before
     # New audio for the same story is another blob; the old one stays as it was.
     newer = ogg(4000)
     assert world.put_audio("amina-1", newer).status_code == 201
-    assert path.read_bytes() == audio
-    assert len(list((world.data / "public" / "amina-1").iterdir())) == 2
+    blobs = public_blobs(world, "amina-1")
+    assert len(blobs) == 2 and blobs[name] == audio
     assert "audio_stored" in world.audit_text()
 
 
@@ -257,7 +263,8 @@ def test_every_story_needs_its_audio_with_that_hash_and_size(world: World) -> No
         assert reply.json()["stories"] == ["stored"]
     # The blob's row is not enough: the bytes must be there too.
     digest = hashlib.sha256(stored).hexdigest()
-    (world.data / "public" / "stored" / f"{digest}.ogg").unlink()
+    [name] = [n for n in public_blobs(world, "stored") if digest in n]
+    remove_blob(world.data, name)
     data = catalog_bytes(1, (story("stored", stored),))
     refused(world, "PUT", "/api/v1/catalog", 422, "audio_missing", headers=world.vet,
             json={"catalog": data.decode(), "signature": signed(world, data)})

@@ -21,6 +21,7 @@ from tests.harness.central import (
     index_body,
     new_submission_id,
     signed_index,
+    stored_upload,
     tus_headers,
     tus_upload,
 )
@@ -111,7 +112,7 @@ def test_one_patch_at_a_time_per_upload(tmp_path: Path) -> None:
             worker.join(15)
             assert results["first"].status_code == 204
             assert results["first"].headers["upload-offset"] == "2000"
-            stored = (svc.data_dir / "uploads" / url.rsplit("/", 1)[1]).read_bytes()
+            stored = stored_upload(svc.data_dir, url.rsplit("/", 1)[1])
             assert stored == b"A" * 2000  # never interleaved with the B bytes
 
             # A stalled body does not hold the lock forever (idle timeout 1 s); the
@@ -210,7 +211,10 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
 
 def test_full_disk_answers_507_and_keeps_nothing(small_disk: Path) -> None:
     # The data dir is the tmpfs itself; the serve log goes beside it, on the normal disk.
-    with CentralService(small_disk) as svc:
+    # On S3 the disk an upload can fill is the spool's (CENTRAL_SPOOL_DIR): there too.
+    spool = small_disk / "spool"
+    spool.mkdir()
+    with CentralService(small_disk, env={"CENTRAL_SPOOL_DIR": str(spool)}) as svc:
         _, token, _ = svc.enrol_device()
         with httpx.Client(base_url=svc.url, timeout=30) as client:
             url = create(client, token, new_submission_id(), "a.age", 3_000_000)
@@ -228,10 +232,12 @@ def test_full_disk_answers_507_and_keeps_nothing(small_disk: Path) -> None:
             assert full.json()["error"] == "storage_full"
             head = client.head(url, headers=tus_headers(token))
             assert head.headers["upload-offset"] == "500000"
-            upload_file = small_disk / "uploads" / url.rsplit("/", 1)[1]
-            assert upload_file.read_bytes() == first
-            assert list((small_disk / "tmp").iterdir()) == []
+            upload_id = url.rsplit("/", 1)[1]
+            assert stored_upload(small_disk, upload_id) == first
+            spooled = [p for sub in ("tmp", "spool") for p in (small_disk / sub).rglob("*")
+                       if p.is_file()]
+            assert spooled == []
             filler.unlink()
             again = patch(client, url, token, 500_000, chunk)
             assert again.status_code == 204 and again.headers["upload-offset"] == "1500000"
-            assert upload_file.read_bytes() == first + chunk
+            assert stored_upload(small_disk, upload_id) == first + chunk

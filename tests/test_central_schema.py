@@ -40,7 +40,13 @@ from sync.central.core import (
 from sync.envelope import X25519Identity
 from sync.signing import SigningKey
 from sync.wire import encode_metadata
-from tests.harness.central import index_body, new_submission_id, signed_index, tus_upload
+from tests.harness.central import (
+    configure_store,
+    index_body,
+    new_submission_id,
+    signed_index,
+    tus_upload,
+)
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
           response_schema_conformance, response_headers_conformance]
@@ -61,6 +67,7 @@ def _octets(ctx: Any, value: Any) -> bytes:
 
 def _service(tmp_path: Path) -> tuple[Any, dict[str, str]]:
     data = tmp_path / "central"
+    configure_store(data)
     init(data)
     app = create_app(data, Settings(max_upload_bytes=1024 * 1024))
     svc = app.state.central

@@ -56,6 +56,161 @@ DATABASE_FACTORY: Callable[[], str] | None = None
 S3_FACTORY: Callable[[], dict[str, str]] | None = None
 
 
+def configure_store(data_dir: Path) -> None:
+    """Under ``--central-store=postgres(+s3)``: write the data directory's config file,
+    as an administrator would, naming a fresh database (and bucket). Called before
+    ``central init`` by every test that makes a data directory, in a subprocess or
+    in-process, so that the same tests run on either store. A no-op on the default."""
+    if DATABASE_FACTORY is None or (data_dir / "central.conf").exists():
+        return
+    data_dir.mkdir(parents=True, exist_ok=True)
+    lines = {"CENTRAL_DATABASE_URL": DATABASE_FACTORY()}
+    if S3_FACTORY is not None:
+        lines.update(S3_FACTORY())
+    (data_dir / "central.conf").write_text(
+        "".join(f"{key}={value}\n" for key, value in lines.items()), encoding="utf-8")
+
+
+def files_store_only(why: str) -> None:
+    """Skip the calling test unless the services use the default store (SQLite and
+    files): for facts of that store alone (its upload files, its disk); ``why`` says
+    which, and where the other store's equivalent is tested."""
+    if DATABASE_FACTORY is not None:
+        pytest.skip(f"a fact of the files store: {why}")
+
+
+def conf_value(data_dir: Path, key: str) -> str | None:
+    """``key`` from the data directory's config file (tests set nothing in the
+    environment), or None."""
+    conf = data_dir / "central.conf"
+    if not conf.exists():
+        return None
+    for line in conf.read_text(encoding="utf-8").splitlines():
+        name, _, value = line.partition("=")
+        if name.strip() == key:
+            return value.strip()
+    return None
+
+
+def store_sql(data_dir: Path, query: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Raw SQL on the data directory's metadata store, whichever it is (one schema for
+    both), committed; ``?`` placeholders. For tests that must look (or reach) past
+    the API: an old heartbeat time, what the audit log holds."""
+    url = conf_value(data_dir, "CENTRAL_DATABASE_URL")
+    if url is None:
+        conn = sqlite3.connect(data_dir / "central.sqlite", timeout=30)
+        try:
+            rows = conn.execute(query, params).fetchall()
+            conn.commit()
+            return rows
+        finally:
+            conn.close()
+    import psycopg  # only with --central-store=postgres
+
+    with psycopg.connect(url) as pg:
+        cur = pg.execute(query.replace("?", "%s"), params)
+        return cur.fetchall() if cur.description is not None else []
+
+
+#: The S3 upload ledger (issue 14): part of the stored state on PostgreSQL + S3.
+LEDGER_TABLES = ("upload_blobs", "upload_blob_parts", "upload_tails")
+
+
+def stored_blobs(data_dir: Path) -> dict[str, bytes]:
+    """Every blob the data directory's store holds, by name: the files under uploads/,
+    parts/, public/ and tmp/ on the default; every object under the prefix on S3 (with
+    multipart uploads in progress, which a listing of objects does not show)."""
+    bucket = conf_value(data_dir, "CENTRAL_S3_BUCKET")
+    if bucket is None:
+        return {str(p.relative_to(data_dir)): p.read_bytes()
+                for sub in ("uploads", "parts", "public", "tmp")
+                for p in (data_dir / sub).rglob("*") if p.is_file()}
+    client = _s3_client(data_dir)
+    prefix = conf_value(data_dir, "CENTRAL_S3_PREFIX") or ""
+    blobs: dict[str, bytes] = {}
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket,
+                                                                 Prefix=prefix):
+        for item in page.get("Contents", []):
+            blobs[item["Key"]] = client.get_object(Bucket=bucket,
+                                                   Key=item["Key"])["Body"].read()
+    pending = client.list_multipart_uploads(Bucket=bucket, Prefix=prefix)
+    for item in pending.get("Uploads", []):
+        blobs[f"multipart:{item['Key']}:{item['UploadId']}"] = b""
+    return blobs
+
+
+def stored_state(data_dir: Path, tables: tuple[str, ...]) -> dict[str, Any]:
+    """Everything a refused request could have left behind, on either store: the rows
+    of ``tables`` (and the S3 ledger's), and every blob."""
+    names = list(tables)
+    if conf_value(data_dir, "CENTRAL_S3_BUCKET") is not None:
+        names += LEDGER_TABLES
+    rows = {t: sorted(store_sql(data_dir, f"SELECT * FROM {t}"), key=repr) for t in names}
+    return {"tables": rows, "files": stored_blobs(data_dir)}
+
+
+def _s3_client(data_dir: Path) -> Any:
+    import boto3  # only with --central-store=postgres+s3
+
+    return boto3.client(
+        "s3", endpoint_url=conf_value(data_dir, "CENTRAL_S3_ENDPOINT"),
+        aws_access_key_id=conf_value(data_dir, "AWS_ACCESS_KEY_ID"),
+        aws_secret_access_key=conf_value(data_dir, "AWS_SECRET_ACCESS_KEY"),
+        region_name=conf_value(data_dir, "AWS_DEFAULT_REGION") or "us-east-1")
+
+
+def remove_blob(data_dir: Path, name: str) -> None:
+    """Delete one blob behind the service's back (a name from :func:`stored_blobs`):
+    for tests of what the service does when bytes its rows name are gone."""
+    bucket = conf_value(data_dir, "CENTRAL_S3_BUCKET")
+    if bucket is None:
+        (data_dir / name).unlink()
+    else:
+        _s3_client(data_dir).delete_object(Bucket=bucket, Key=name)
+
+
+def stored_part(data_dir: Path, submission_id: str, sha256: str) -> bytes | None:
+    """A stored part's bytes, read through the data directory's blob store; None if absent."""
+    from sync.central.core import open_blobs
+    from sync.central.storage.base import BlobMissing
+
+    blobs = open_blobs(data_dir, create=False)
+    try:
+        return b"".join(blobs.read_part(submission_id, sha256))
+    except BlobMissing:
+        return None
+    finally:
+        if hasattr(blobs, "close"):
+            blobs.close()
+
+
+def stored_upload(data_dir: Path, upload_id: str) -> bytes | None:
+    """The bytes an upload in progress has stored, without changing anything; None if
+    the store holds no such upload. On S3 that is the ledger's tail while no whole part
+    is stored (S3 cannot read a multipart upload's parts before it is completed)."""
+    if conf_value(data_dir, "CENTRAL_S3_BUCKET") is None:
+        path = data_dir / "uploads" / upload_id
+        return path.read_bytes() if path.exists() else None
+    rows = store_sql(data_dir, "SELECT completed FROM upload_blobs WHERE upload_id = ?",
+                     (upload_id,))
+    if not rows:
+        return None
+    assert not rows[0][0], "a completed upload: read it through the API instead"
+    parts = store_sql(data_dir, "SELECT COUNT(*) FROM upload_blob_parts WHERE upload_id = ?",
+                      (upload_id,))
+    assert parts == [(0,)], "whole parts stored: only the tail can be read here"
+    tail = store_sql(data_dir, "SELECT data FROM upload_tails WHERE upload_id = ?",
+                     (upload_id,))
+    return bytes(tail[0][0]) if tail else b""
+
+
+def open_store(data_dir: Path) -> Any:
+    """The data directory's metadata store (a MetaStore), whichever it is; close it."""
+    from sync.central.core import open_meta
+
+    return open_meta(data_dir, create=False)
+
+
 class CentralService:
     """``central serve`` as a subprocess. Use as a context manager or call ``stop()``."""
 
@@ -70,15 +225,7 @@ class CentralService:
         self.timeout = timeout
         self.log_path = self.data_dir.parent / f"{self.data_dir.name}-serve.log"
         self.proc: subprocess.Popen[bytes] | None = None
-        if DATABASE_FACTORY is not None and not (self.data_dir / "central.conf").exists():
-            # The data directory's config file, as an administrator would write it.
-            self.data_dir.mkdir(parents=True, exist_ok=True)
-            lines = {"CENTRAL_DATABASE_URL": DATABASE_FACTORY()}
-            if S3_FACTORY is not None:
-                lines.update(S3_FACTORY())
-            (self.data_dir / "central.conf").write_text(
-                "".join(f"{key}={value}\n" for key, value in lines.items()),
-                encoding="utf-8")
+        configure_store(self.data_dir)
         self.init_output = self.cli("init")
         self.service_key = self.init_output.strip().splitlines()[-1]
         if start:
@@ -100,33 +247,11 @@ class CentralService:
 
     def database_url(self) -> str | None:
         """The PostgreSQL URL in the data directory's config file; None: SQLite."""
-        conf = self.data_dir / "central.conf"
-        if not conf.exists():
-            return None
-        for line in conf.read_text(encoding="utf-8").splitlines():
-            key, _, value = line.partition("=")
-            if key.strip() == "CENTRAL_DATABASE_URL":
-                return value.strip()
-        return None
+        return conf_value(self.data_dir, "CENTRAL_DATABASE_URL")
 
     def sql(self, query: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        """Raw SQL on the service's metadata store, whichever it is (one schema for
-        both), committed; ``?`` placeholders. For tests that must look (or reach) past
-        the API: an old heartbeat time, what the audit log holds."""
-        url = self.database_url()
-        if url is None:
-            conn = sqlite3.connect(self.data_dir / "central.sqlite", timeout=30)
-            try:
-                rows = conn.execute(query, params).fetchall()
-                conn.commit()
-                return rows
-            finally:
-                conn.close()
-        import psycopg  # only with --central-store=postgres
-
-        with psycopg.connect(url) as pg:
-            cur = pg.execute(query.replace("?", "%s"), params)
-            return cur.fetchall() if cur.description is not None else []
+        """Raw SQL on the service's metadata store, whichever it is (see store_sql)."""
+        return store_sql(self.data_dir, query, params)
 
     def enrol_code(self, name: str | None = None, expires: str = "1h") -> str:
         args = ["enrol-code", "--expires", expires]
