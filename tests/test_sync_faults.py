@@ -60,7 +60,7 @@ from sync.signing import VerifyKey
 from sync.wire import Receipt
 from tests.audio_fakes import FakeStreams, tone
 from tests.audio_fakes import record as record_take
-from tests.harness.central import CentralService
+from tests.harness.central import CentralService, blob_files_only
 from tests.harness.faultproxy import Fault, FaultProxy
 
 REPO = Path(__file__).resolve().parent.parent
@@ -549,6 +549,8 @@ def _fill(path: Path, leave: int) -> None:
 
 
 def test_full_disk_on_the_service(rig_factory: Callable[..., Rig], tmp_path: Path) -> None:
+    blob_files_only("uploads fill the data directory's disk; on S3 only a chunk's spool"
+                    " is on disk: test_central_loopback.py fills that disk under a PATCH")
     rng = rng_for("full-disk")
     disk = tmp_path / "central"
     total = runs(4, 40)

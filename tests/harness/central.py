@@ -71,12 +71,12 @@ def configure_store(data_dir: Path) -> None:
         "".join(f"{key}={value}\n" for key, value in lines.items()), encoding="utf-8")
 
 
-def files_store_only(why: str) -> None:
-    """Skip the calling test unless the services use the default store (SQLite and
-    files): for facts of that store alone (its upload files, its disk); ``why`` says
-    which, and where the other store's equivalent is tested."""
-    if DATABASE_FACTORY is not None:
-        pytest.skip(f"a fact of the files store: {why}")
+def blob_files_only(why: str) -> None:
+    """Skip the calling test when the services keep their blobs in S3: for facts of the
+    files blob store alone (its disk filling up); ``why`` says where the S3 store's
+    equivalent is tested."""
+    if S3_FACTORY is not None:
+        pytest.skip(f"a fact of blobs kept in files: {why}")
 
 
 def conf_value(data_dir: Path, key: str) -> str | None:
