@@ -9,16 +9,11 @@ deploy/setup.sh
 basetemp=$(mktemp -d -t kiosk-tests.XXXXXX)
 trap 'rm -rf "$basetemp"' EXIT
 .venv/bin/python -m pytest --basetemp="$basetemp/t" "$@"
-# The sync path again with every central service's metadata on PostgreSQL (a private
-# PostgreSQL 15 cluster; tests/conftest.py --central-store): uploads, faults (kill -9,
-# restarts, a full disk), vetting, catalogs, withdrawal, the fleet view and USB import.
-# The whole sync and vetting suite on both stores is issue 14's next step.
+# The sync and vetting suite again with every central service on PostgreSQL + S3 (a
+# private PostgreSQL 15 cluster and moto's S3 server; tests/conftest.py --central-store
+# selects the same test files, CENTRAL_SERVICE_FILES): uploads, faults, vetting,
+# catalogs, withdrawal, the fleet view, USB import, backup, and three instances behind
+# HAProxy.
 if [ $# -eq 0 ]; then
-  .venv/bin/python -m pytest --basetemp="$basetemp/pg" --central-store=postgres \
-    tests/test_sync_e2e.py tests/test_central_loopback.py tests/test_sync_faults.py \
-    tests/test_vet_cli.py tests/test_catalog_sync.py tests/test_central_withdraw.py \
-    tests/test_central_fleet.py tests/test_usb_transfer.py
-  # And a kiosk's submission end to end with blobs in S3 (moto's server) as well.
-  .venv/bin/python -m pytest --basetemp="$basetemp/s3" --central-store=postgres+s3 \
-    tests/test_sync_e2e.py
+  .venv/bin/python -m pytest --basetemp="$basetemp/s3" --central-store=postgres+s3
 fi

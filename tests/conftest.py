@@ -42,6 +42,30 @@ def pytest_addoption(parser: pytest.Parser) -> None:
              " postgres+s3: that, with blobs in moto's S3 server on loopback)")
 
 
+#: The sync and vetting suite: every test file that runs a central service (a subprocess
+#: through tests/harness/central.py, or in-process after configure_store). Under
+#: ``--central-store=postgres`` or ``postgres+s3`` only these run, the same tests, on that
+#: store; the rest of the suite does not touch the service's store.
+CENTRAL_SERVICE_FILES = frozenset({
+    "test_central_api.py", "test_central_catalog.py", "test_central_vetting.py",
+    "test_central_withdraw.py", "test_central_fleet.py", "test_central_loopback.py",
+    "test_central_schema.py", "test_central_backup.py", "test_central_scale_out.py",
+    "test_sync_e2e.py", "test_sync_faults.py", "test_catalog_sync.py",
+    "test_usb_transfer.py", "test_kiosk_enrol.py", "test_publish_e2e.py",
+    "test_vet_cli.py", "test_vet_web.py", "test_vet_web_browser.py", "test_app_sync.py",
+})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--central-store") == "sqlite":
+        return
+    keep = [item for item in items if item.path.name in CENTRAL_SERVICE_FILES]
+    dropped = [item for item in items if item.path.name not in CENTRAL_SERVICE_FILES]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = keep
+
+
 @pytest.fixture(scope="session", autouse=True)
 def central_store(request: pytest.FixtureRequest) -> Iterator[str]:
     """Under ``--central-store=postgres``, every CentralService gets its own database in
