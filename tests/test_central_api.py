@@ -7,6 +7,7 @@ of the data directory (rows and files) that must not have changed.
 from __future__ import annotations
 
 import hashlib
+import secrets
 import sqlite3
 import threading
 import time
@@ -115,6 +116,27 @@ def test_the_service_runs_on_the_store_the_run_asked_for(env: Env, central_store
                 "postgres+s3": ("PostgresMetaStore", "S3BlobStore")}[central_store]
     assert (type(svc.meta).__name__, type(svc.blobs).__name__) == expected
     assert (env.data / "central.sqlite").exists() == (central_store == "sqlite")
+
+
+def test_reconciliation_leaves_an_upload_another_instance_is_creating(env: Env) -> None:
+    """Start-up reconciliation runs while other instances serve (the scale-out shape): a
+    blob whose row is not there yet belongs to a tus create in flight, which holds the
+    upload's lock; only once nobody holds it is the blob an orphan of a crash."""
+    from sync.central.reconcile import reconcile
+
+    svc = env.client.app.state.central  # type: ignore[attr-defined]
+    upload_id = secrets.token_hex(16)
+    assert svc.meta.try_lock_upload(upload_id)  # as tus_create does, before the blob
+    try:
+        svc.blobs.create_upload(upload_id)
+        counts = reconcile(svc)
+        assert counts["uploads_busy"] == 1 and counts["upload_files_removed"] == 0
+        assert svc.blobs.upload_size(upload_id) == 0
+    finally:
+        svc.meta.unlock_upload(upload_id)
+    counts = reconcile(svc)  # the create never finished: its blob goes
+    assert counts["upload_files_removed"] == 1
+    assert svc.blobs.upload_size(upload_id) is None
 
 
 def refused(env: Env, method: str, url: str, status: int, error: str | None = None,

@@ -38,26 +38,19 @@ def reconcile(svc: Central, *, now: float | None = None,
         svc.blobs.remove_stray_upload_file(name)
         counts["stray_files_removed"] += 1
 
-    rows = {u.id: u for u in svc.meta.list_uploads()}
-    files = set(svc.blobs.list_uploads())
-    for upload in rows.values():
-        size = svc.blobs.upload_size(upload.id)
-        if size is None or size < upload.offset:
-            if upload.finished_at is not None:
-                svc.meta.delete_upload(upload.id)
-                counts["uploads_dropped"] += 1
-                continue
-            svc.blobs.create_upload(upload.id)
-            svc.meta.reset_upload(upload.id)
-            counts["uploads_reset"] += 1
-            if size is not None:
-                log.error("upload_short upload %s", upload.id)
-        elif size > upload.offset:
-            svc.blobs.truncate_upload(upload.id, upload.offset)
-            counts["uploads_truncated"] += 1
-    for orphan in files - rows.keys():
-        svc.blobs.delete_upload(orphan)
-        counts["upload_files_removed"] += 1
+    # Other instances may be serving these uploads right now (the scale-out shape), so
+    # each is looked at under its lock, and its row read again under it: an upload being
+    # created, PATCHed, terminated or swept is skipped (tus_create holds the new upload's
+    # lock from before its blob exists until its row does).
+    ids = {u.id for u in svc.meta.list_uploads()} | set(svc.blobs.list_uploads())
+    for upload_id in sorted(ids):
+        if not svc.meta.try_lock_upload(upload_id):
+            counts["uploads_busy"] += 1
+            continue
+        try:
+            _reconcile_upload(svc, upload_id, counts)
+        finally:
+            svc.meta.unlock_upload(upload_id)
 
     submissions = svc.meta.list_submissions()
     referenced = {(s.id, p.sha256) for s in submissions for p in s.parts}
@@ -74,6 +67,29 @@ def reconcile(svc: Central, *, now: float | None = None,
     counts.update(sweep(svc, now=now))
     log.info("reconcile: %s", " ".join(f"{k}={v}" for k, v in sorted(counts.items())) or "-")
     return counts
+
+
+def _reconcile_upload(svc: Central, upload_id: str, counts: Counter[str]) -> None:
+    upload = svc.meta.get_upload(upload_id)
+    size = svc.blobs.upload_size(upload_id)
+    if upload is None:
+        if size is not None:  # a blob without a row: its creation crashed
+            svc.blobs.delete_upload(upload_id)
+            counts["upload_files_removed"] += 1
+        return
+    if size is None or size < upload.offset:
+        if upload.finished_at is not None:
+            svc.meta.delete_upload(upload.id)
+            counts["uploads_dropped"] += 1
+            return
+        svc.blobs.create_upload(upload.id)
+        svc.meta.reset_upload(upload.id)
+        counts["uploads_reset"] += 1
+        if size is not None:
+            log.error("upload_short upload %s", upload.id)
+    elif size > upload.offset:
+        svc.blobs.truncate_upload(upload.id, upload.offset)
+        counts["uploads_truncated"] += 1
 
 
 def sweep(svc: Central, *, now: float | None = None) -> Counter[str]:

@@ -143,7 +143,7 @@ def tus_options(request: Request) -> Response:
 
 @router.post("/uploads/", status_code=201, response_class=Response,
              responses={201: {"description": "created; Location names the upload"},
-                        **responses(400, 401, 412, 413, 507)})
+                        **responses(400, 401, 412, 413, 503, 507)})
 async def tus_create(
     request: Request,
     device: DeviceDep,
@@ -175,6 +175,13 @@ async def tus_create(
     now = time.time()
     upload = Upload(upload_id, device.id, submission_id, part, length, 0, now,
                     now + svc.settings.upload_expiry, None, None)
+    # The new upload's lock is held from before its blob exists until its row does:
+    # another instance's start-up reconciliation (reconcile.py) takes an upload's lock
+    # before it calls a blob without a row an orphan, so it never deletes this one.
+    if not await run_in_threadpool(svc.meta.try_lock_upload, upload_id):
+        # A fresh random id is locked by nobody: every lock connection is busy.
+        raise ApiError(503, "busy", "the service is busy; try again later",
+                       headers={"Retry-After": "5"})
     try:
         # Blob first: a crash between the two leaves a file without a row, which the
         # start-up reconciliation deletes; never a row pointing at nothing.
@@ -188,6 +195,8 @@ async def tus_create(
         raise
     except Conflict:  # 128 random bits: not expected, but never reuse an id
         raise ApiError(500, "internal", "upload id collision") from None
+    finally:
+        await run_in_threadpool(svc.meta.unlock_upload, upload_id)
     return Response(status_code=201, headers=_tus_headers(**{
         "Location": f"{API}/uploads/{upload_id}",
         "Upload-Expires": _http_date(upload.expires_at), "Upload-Offset": "0"}))
