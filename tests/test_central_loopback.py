@@ -241,3 +241,62 @@ def test_full_disk_answers_507_and_keeps_nothing(small_disk: Path) -> None:
             again = patch(client, url, token, 500_000, chunk)
             assert again.status_code == 204 and again.headers["upload-offset"] == "1500000"
             assert stored_upload(small_disk, upload_id) == first + chunk
+
+
+def test_instances_share_a_read_only_data_directory(tmp_path: Path) -> None:
+    """On PostgreSQL + S3 the data directory holds only the key and central.conf: a
+    second instance runs on a read-only mount of the first one's, and a kiosk's
+    chunks and a vetter's reads go to either."""
+    if conf_value_of_new_store() is None:
+        pytest.skip("on the default store the data directory holds the blobs: one writer")
+    first = CentralService(tmp_path / "central")
+    shared = tmp_path / "read-only"
+    shared.mkdir()
+    mounted = subprocess.run(["mount", "--bind", str(first.data_dir), str(shared)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        first.stop()
+        pytest.skip(f"cannot bind-mount here (needs root): {mounted.stderr.strip()}")
+    try:
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(shared)], check=True)
+        with pytest.raises(OSError):
+            (shared / "probe").write_bytes(b"")  # really read-only
+        with first, CentralService(shared) as second:  # `central init` again, then serve
+            device_id, token, key = first.enrol_device()
+            sid = new_submission_id()
+            data = os.urandom(700_000)
+            with httpx.Client(base_url=first.url, timeout=30) as client:
+                url = create(client, token, sid, "a.age", len(data))
+                for number, start in enumerate(range(0, len(data), 100_000)):
+                    base = (first, second)[number % 2].url  # every other chunk
+                    reply = patch(client, base + url, token, start,
+                                  data[start:start + 100_000])
+                    assert reply.status_code == 204, reply.text
+                signed = signed_index(key, device_id, sid, {"a.age": data})
+                reply = client.post(f"{second.url}/api/v1/submissions",
+                                    json=index_body(signed),
+                                    headers={"Authorization": f"Bearer {token}"})
+                assert reply.status_code == 201, reply.text
+                vetter = {"Authorization": f"Bearer {first.vetter_token()}"}
+                got = client.get(f"{second.url}/api/v1/submissions/{sid}/parts/a.age",
+                                 headers=vetter)
+                assert got.status_code == 200 and got.content == data
+                # A vetter's story audio is spooled too: on the instance's own disk.
+                audio = b"OggS" + os.urandom(50_000)
+                reply = client.put(f"{second.url}/api/v1/stories/story-1.ogg", content=audio,
+                                   headers={**vetter, "Content-Type": "audio/ogg",
+                                            "X-Content-SHA256":
+                                                hashlib.sha256(audio).hexdigest()})
+                assert reply.status_code == 201, reply.text
+            # The data directory holds the key and the settings, and nothing else.
+            names = sorted(p.name for p in first.data_dir.iterdir())
+            assert names == ["central.conf", "service.key"], names
+    finally:
+        subprocess.run(["umount", "-l", str(shared)], check=False)
+
+
+def conf_value_of_new_store() -> str | None:
+    """The S3 bucket a new service would get under this run's --central-store."""
+    from tests.harness import central as harness
+
+    return None if harness.S3_FACTORY is None else "s3"

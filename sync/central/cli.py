@@ -1,5 +1,5 @@
 """The ``central`` command: init, serve, enrol-code, devices, revoke, vetter add, admin add,
-audit verify, set-publisher-key, status, backup, restore.
+audit verify, set-publisher-key, status, backup, restore, migrate.
 
 A command that makes a code or a token prints it alone on the last line, so scripts can
 take ``tail -n 1``. Errors go to stderr with exit code 2. Nothing here logs a secret.
@@ -69,6 +69,9 @@ def _parser() -> argparse.ArgumentParser:
                                               " every catalog must be signed with")
     pub = add("set-publisher-key", "pin (or change) the publishing team's verify key")
     pub.add_argument("key", type=_publisher_key, metavar="KEY", help="idrverify1...")
+    add("migrate", "apply the pending schema migrations to the configured store (run it"
+                   " before starting a new version's instances on PostgreSQL); print the"
+                   " revisions before and after")
     add("status", "the service key, the publishing key and counts")
     serve = add("serve", "run the HTTP service")
     serve.add_argument("--host", default="127.0.0.1")
@@ -251,6 +254,12 @@ def _run(args: argparse.Namespace) -> int:
         if args.max_upload_bytes < 1:
             raise UsageError("--max-upload-bytes must be at least 1")
         return serve(args.data, settings, host=args.host, port=args.port)
+    if args.command == "migrate":
+        # Imported here: alembic and SQLAlchemy load only when the schema changes.
+        from .schema import migrate
+
+        print(f"central: {migrate(args.data).describe()}")
+        return 0
     if args.command in ("backup", "restore"):
         return _cmd_backup_restore(args)
     central = Central(args.data)

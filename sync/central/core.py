@@ -169,12 +169,19 @@ def open_meta(data_dir: Path, *, create: bool) -> MetaStore:
     """The metadata store the configuration names: PostgreSQL if DATABASE_URL is set,
     else SQLite in the data directory (the default, unchanged).
 
-    On PostgreSQL only ``central init`` (``create``) makes the schema: a service that
-    finds none raises NotInitialised rather than creating one behind the operator.
+    On PostgreSQL only ``central init`` (``create``) and ``central migrate`` change the
+    schema: a service that finds none, or one behind Alembic's head, raises
+    NotInitialised ("run `central init`", "run `central migrate`") rather than
+    migrating behind the operator. On SQLite ``create`` brings it to the head.
     """
     url = config_value(data_dir, DATABASE_URL)
     if url is None:
-        return SqliteMetaStore(data_dir / DB_NAME, create=create)
+        from .storage.base import StorageError
+
+        try:
+            return SqliteMetaStore(data_dir / DB_NAME, create=create)
+        except StorageError as exc:  # a schema a newer central made
+            raise NotInitialised(f"{exc} ({data_dir / DB_NAME})") from None
     # Imported here: the default deployment never loads psycopg.
     from psycopg import OperationalError
 
@@ -245,7 +252,10 @@ def _on_s3(data_dir: Path) -> bool:
 def init(data_dir: Path, *, publisher_key: VerifyKey | None = None) -> VerifyKey:
     """Make (or leave as it is) a data directory; return the service's public key."""
     data_dir.mkdir(parents=True, exist_ok=True)
-    os.chmod(data_dir, 0o700)
+    if data_dir.stat().st_mode & 0o777 != 0o700:
+        # Only when needed: an instance's read-only mount of a shared data directory
+        # (the scale-out shape) can run `central init` again, which then writes nothing.
+        os.chmod(data_dir, 0o700)
     if not _on_s3(data_dir):
         # The files default keeps its blobs here; on S3 the folder holds only the key
         # and central.conf, so that instances can share it read-only.
@@ -266,7 +276,7 @@ def init(data_dir: Path, *, publisher_key: VerifyKey | None = None) -> VerifyKey
     else:
         key = SigningKey.generate()
         _write_private(key_path, format_signing_key_file(key))
-    fsync_dir(data_dir)
+    fsync_dir(data_dir)  # works on a read-only mount too
     return key.verify_key
 
 
@@ -283,7 +293,7 @@ class Central:
         self.data_dir = data_dir
         self.settings = settings or Settings()
         # On SQLite, opening with create=True also brings an older schema up to date;
-        # on PostgreSQL the schema is `central init`'s alone (see open_meta).
+        # on PostgreSQL the schema is `central init`'s and `central migrate`'s alone.
         self.meta = open_meta(data_dir, create=not on_postgres)
         try:
             self.blobs: FileBlobStore | S3BlobStore = open_blobs(data_dir, create=False)

@@ -36,6 +36,7 @@ from typing import IO, Any
 import psycopg
 from psycopg_pool import ConnectionPool
 
+from ..schema import check_postgres, ensure_postgres
 from .base import BlobMissing, ChecksumMismatch, OffsetMismatch, StorageError, append_all
 from .file_blobs import _SHA256, _STORY_ID, _SUBMISSION_ID, _UPLOAD_ID, _check
 from .s3_objects import MIN_PART_SIZE, PartReceipt, S3Objects
@@ -48,29 +49,8 @@ PART = 8 * 1024 * 1024
 assert PART >= MIN_PART_SIZE
 SPOOL_READ = 1024 * 1024
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS upload_blobs (
-    upload_id TEXT PRIMARY KEY,
-    s3_upload_id TEXT NOT NULL,
-    size BIGINT NOT NULL,
-    completed BOOLEAN NOT NULL DEFAULT FALSE
-);
-CREATE TABLE IF NOT EXISTS upload_blob_parts (
-    upload_id TEXT NOT NULL REFERENCES upload_blobs(upload_id) ON DELETE CASCADE,
-    number INT NOT NULL,
-    size BIGINT NOT NULL,
-    etag TEXT NOT NULL,
-    sha256 TEXT NOT NULL,
-    PRIMARY KEY (upload_id, number)
-);
-CREATE TABLE IF NOT EXISTS upload_tails (
-    upload_id TEXT PRIMARY KEY REFERENCES upload_blobs(upload_id) ON DELETE CASCADE,
-    data BYTEA NOT NULL
-);
-"""
-
-#: Key of the advisory lock serializing the ledger's CREATE TABLEs (arbitrary, fixed).
-_SCHEMA_LOCK = (0x1D5EB10B, 14)
+# The ledger's tables (upload_blobs, upload_blob_parts, upload_tails) are part of the
+# PostgreSQL schema, made and changed by Alembic (sync/central/migrations/schema3.py).
 
 
 def _configure(conn: psycopg.Connection[Any]) -> None:
@@ -169,18 +149,15 @@ class S3BlobStore:
         psycopg.connect(dsn, connect_timeout=max(2, int(timeout))).close()
         self._pool.open(wait=True, timeout=timeout)
         try:
-            if create:
-                with self._pool.connection() as conn, conn.transaction():
-                    # Two `central init`s at once: CREATE ... IF NOT EXISTS is not
-                    # race-free in PostgreSQL, so serialize them.
-                    conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", _SCHEMA_LOCK)
-                    conn.execute(SCHEMA)
-            else:
-                with self._pool.connection() as conn:
-                    found = conn.execute(
-                        "SELECT to_regclass('upload_blobs') IS NOT NULL").fetchone()
-                if not found or not found[0]:
-                    raise StorageError("no upload ledger: run `central init`")
+            with self._pool.connection() as conn:
+                if create:
+                    ensure_postgres(conn, dsn)  # `central init`: to Alembic's head
+                else:
+                    check_postgres(conn)  # refused unless at the head (`central migrate`)
+                found = conn.execute(
+                    "SELECT to_regclass('upload_blobs') IS NOT NULL").fetchone()
+            if not found or not found[0]:
+                raise StorageError("no upload ledger: run `central init`")
         except BaseException:
             self._pool.close()
             raise

@@ -1,4 +1,5 @@
-"""Metadata in one SQLite database (sqlite-utils), WAL with ``synchronous=FULL``.
+"""Metadata in one SQLite database, WAL with ``synchronous=FULL``; the schema is brought to
+Alembic's head on open (:mod:`sync.central.schema`).
 
 Each thread has its own connection (the API runs handlers in a thread pool); writes are
 ``BEGIN IMMEDIATE`` transactions, so the audit chain's "read the last hash, append" is
@@ -15,8 +16,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-import sqlite_utils
-
+from ..migrations import schema3
+from ..schema import ensure_sqlite
 from .audit_chain import GENESIS, entry_hash, utc_now_text
 from .base import (
     Admin,
@@ -32,77 +33,8 @@ from .base import (
     Vetter,
 )
 
-SCHEMA_VERSION = 3
-
-
-def _create_schema(db: sqlite_utils.Database) -> None:
-    db["meta"].create({"key": str, "value": str}, pk="key", if_not_exists=True)
-    db["enrol_codes"].create(
-        {"id": int, "code_hash": str, "name": str, "created_at": float, "expires_at": float,
-         "used_at": float, "device_id": str},
-        pk="id", not_null={"code_hash", "created_at", "expires_at"}, if_not_exists=True)
-    db.execute("CREATE UNIQUE INDEX IF NOT EXISTS enrol_codes_hash ON enrol_codes(code_hash)")
-    db["devices"].create(
-        {"id": str, "name": str, "public_key": str, "token_hash": str, "enrolled_at": float,
-         "revoked_at": float, "last_heartbeat_at": float, "queue_depth": int,
-         "free_disk_bytes": int, "app_version": str, "last_error": str},
-        pk="id", not_null={"public_key", "token_hash", "enrolled_at"}, if_not_exists=True)
-    db.execute("CREATE UNIQUE INDEX IF NOT EXISTS devices_token ON devices(token_hash)")
-    db["vetters"].create(
-        {"id": str, "name": str, "token_hash": str, "created_at": float, "revoked_at": float},
-        pk="id", not_null={"name", "token_hash", "created_at"}, if_not_exists=True)
-    db.execute("CREATE UNIQUE INDEX IF NOT EXISTS vetters_token ON vetters(token_hash)")
-    # Issue 13: administrators, who read the fleet view (added to older stores too).
-    db["admins"].create(
-        {"id": str, "name": str, "token_hash": str, "created_at": float, "revoked_at": float},
-        pk="id", not_null={"name", "token_hash", "created_at"}, if_not_exists=True)
-    db.execute("CREATE UNIQUE INDEX IF NOT EXISTS admins_token ON admins(token_hash)")
-    db["uploads"].create(
-        {"id": str, "device_id": str, "submission_id": str, "part": str, "length": int,
-         "offset": int, "created_at": float, "expires_at": float, "finished_at": float,
-         "sha256": str},
-        pk="id", not_null={"device_id", "submission_id", "part", "length", "offset",
-                           "created_at", "expires_at"}, if_not_exists=True)
-    db.execute("CREATE INDEX IF NOT EXISTS uploads_part ON uploads"
-               "(device_id, submission_id, part)")
-    db["submissions"].create(
-        {"id": str, "device_id": str, "index_text": bytes, "index_sha256": str,
-         "index_signature": str, "state": str, "received_at": str},
-        pk="id", not_null={"device_id", "index_text", "index_sha256", "index_signature",
-                           "state", "received_at"}, if_not_exists=True)
-    db["submission_parts"].create(
-        {"submission_id": str, "name": str, "size": int, "sha256": str},
-        pk=("submission_id", "name"), not_null={"size", "sha256"},
-        foreign_keys=[("submission_id", "submissions", "id")], if_not_exists=True)
-    db["receipts"].create(
-        {"submission_id": str, "receipt": bytes, "signature": str},
-        pk="submission_id", not_null={"receipt", "signature"},
-        foreign_keys=[("submission_id", "submissions", "id")], if_not_exists=True)
-    # Issue 12: review state details and the withdrawal key (added to older stores too).
-    columns = db["submissions"].columns_dict
-    for name, kind in (("reason", str), ("story_id", str), ("withdrawal_key", str),
-                       ("state_changed_at", float)):
-        if name not in columns:
-            db["submissions"].add_column(name, kind)
-    # Looked up by POST /withdraw; not UNIQUE: two codes could, in theory, collide.
-    db.execute("CREATE INDEX IF NOT EXISTS submissions_withdrawal"
-               " ON submissions(withdrawal_key) WHERE withdrawal_key IS NOT NULL")
-    # One story id names one submission's story on every kiosk.
-    db.execute("CREATE UNIQUE INDEX IF NOT EXISTS submissions_story"
-               " ON submissions(story_id) WHERE story_id IS NOT NULL")
-    db.execute("CREATE INDEX IF NOT EXISTS submissions_state ON submissions(state)")
-    db["catalogs"].create(
-        {"version": int, "data": bytes, "signature": str, "sha256": str, "created_at": float},
-        pk="version", not_null={"data", "signature", "sha256", "created_at"},
-        if_not_exists=True)
-    db["public_audio"].create(
-        {"story_id": str, "sha256": str, "size": int, "created_at": float},
-        pk=("story_id", "sha256"), not_null={"size", "created_at"}, if_not_exists=True)
-    db["audit"].create(
-        {"seq": int, "at": str, "actor": str, "action": str, "subject": str,
-         "prev_hash": str, "hash": str},
-        pk="seq", not_null={"at", "actor", "action", "subject", "prev_hash", "hash"},
-        if_not_exists=True)
+# The ``meta`` row the baseline writes (the version of record is Alembic's: ..schema).
+SCHEMA_VERSION = schema3.SCHEMA_VERSION
 
 
 def _device(row: sqlite3.Row | None) -> Device | None:
@@ -133,10 +65,13 @@ class SqliteMetaStore:
         if create:
             conn = self._conn()
             conn.execute("PRAGMA journal_mode=WAL")
-            _create_schema(sqlite_utils.Database(conn))
-            with self._tx() as c:
-                c.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?)",
-                          (str(SCHEMA_VERSION),))
+            # To Alembic's head, as an older store was always brought up to date on open
+            # here: a new store, one made before Alembic (adopted), or one behind.
+            try:
+                ensure_sqlite(conn, path)
+            except BaseException:
+                self.close()
+                raise
 
     # -- connections and transactions ----------------------------------------------------
     def _conn(self) -> sqlite3.Connection:
