@@ -31,6 +31,8 @@ from tests.harness.central import (
     REPO,
     CentralService,
     _env,
+    conf_value,
+    configure_store,
     index_body,
     new_submission_id,
     signed_index,
@@ -177,6 +179,7 @@ def test_backup_while_uploading_then_restore_serves_the_same(central: CentralSer
 
     for source, name in ((cli_backup, "restored-cli"), (hooked_backup, "restored-hooked")):
         target = tmp_path / name
+        configure_store(target)  # restored into the store the test run uses
         done = _run("restore", "--data", str(target), str(source))
         assert done.returncode == 0, done.stderr
         assert done.stdout.strip().splitlines()[-1] == central.service_key
@@ -227,6 +230,20 @@ def test_backup_while_uploading_then_restore_serves_the_same(central: CentralSer
                     headers={"Authorization": f"Bearer {world.token}"})
                 assert reply.status_code == 201, reply.text
     print(f"backup test: {len(made)} uploads during, took {time.monotonic() - started:.1f}s")
+
+
+def _nothing_restored(target: Path) -> None:
+    """No data directory, or (on PostgreSQL) its central.conf alone and no table made."""
+    url = conf_value(target, "CENTRAL_DATABASE_URL")
+    if url is None:
+        assert not target.exists()
+        return
+    import psycopg
+
+    assert os.listdir(target) == ["central.conf"]
+    with psycopg.connect(url) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM information_schema.tables"
+                            " WHERE table_schema = 'public'").fetchone() == (0,)
 
 
 def _flip(path: Path, at: int | None = None) -> None:
@@ -294,10 +311,11 @@ def test_a_damaged_or_incomplete_backup_is_refused(tamper: str, tmp_path: Path,
     shutil.copytree(good_backup, bad)
     change(bad)
     target = tmp_path / "restored"
+    configure_store(target)
     done = _run("restore", "--data", str(target), str(bad))
     assert done.returncode == 2, done.stdout
     assert message in done.stderr, done.stderr
-    assert not target.exists()
+    _nothing_restored(target)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".restored")]
 
 
@@ -305,9 +323,10 @@ def test_restore_needs_an_empty_target_or_force(tmp_path: Path, good_backup: Pat
     target = tmp_path / "data"
     target.mkdir()
     (target / "keep.txt").write_text("old")
+    configure_store(target)
     done = _run("restore", "--data", str(target), str(good_backup))
     assert done.returncode == 2 and "--force" in done.stderr
-    assert [p.name for p in target.iterdir()] == ["keep.txt"]
+    assert {p.name for p in target.iterdir()} - {"central.conf"} == {"keep.txt"}
     refused = _run("backup", "--data", str(target), str(target))
     assert refused.returncode == 2 and refused.stderr.strip()
     done = _run("restore", "--force", "--data", str(target), str(good_backup))
@@ -315,7 +334,8 @@ def test_restore_needs_an_empty_target_or_force(tmp_path: Path, good_backup: Pat
     kept = [p for p in tmp_path.iterdir() if p.name.startswith("data.replaced-")]
     assert len(kept) == 1 and (kept[0] / "keep.txt").read_text() == "old"
     assert str(kept[0]) in done.stdout
-    assert (target / "central.sqlite").is_file() and not (target / "keep.txt").exists()
+    assert (target / "service.key").is_file() and not (target / "keep.txt").exists()
+    assert _run("audit", "verify", "--data", str(target)).returncode == 0
     # The one just restored is a valid backup source again (and the backup is unchanged).
     again = _run("backup", "--data", str(target), str(tmp_path / "second"))
     assert again.returncode == 0, again.stderr
@@ -328,6 +348,7 @@ def good_backup(tmp_path_factory: pytest.TempPathFactory) -> Any:
     with CentralService(root / "central") as service:
         _world(service, submissions=2)
         service.cli("backup", str(root / "backup"))
+    configure_store(root / "control")
     control = _run("restore", "--data", str(root / "control"), str(root / "backup"))
     assert control.returncode == 0, control.stderr  # untampered: accepted
     return root / "backup"

@@ -26,6 +26,15 @@ who holds the backup (and so the key) from forging one.
 Restore checks every file against the manifest while copying it into a staging folder
 next to the target, then the rows against the files and the audit chain, and only then
 renames the staging folder into place: a refused backup leaves nothing behind.
+
+One format for both stores (issue 14). On PostgreSQL the backup is the same: the
+metadata is a SQLite database file with the SQLite store's schema, written from ONE
+``REPEATABLE READ, READ ONLY`` transaction (storage/snapshot.py: one point in time, as
+step 1 above), then the blobs are read through the blob store (files or S3) and checked
+against the rows, as step 2. So a backup of either store restores into either:
+``central restore`` writes into whatever store the target's configuration names
+(restore_postgres.py for PostgreSQL, with blobs in S3 or files). That is also the
+administrator's way from the one-directory default to the scale-out shape.
 """
 
 from __future__ import annotations
@@ -44,10 +53,20 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .core import DB_NAME, KEY_NAME, TMP_DIR, Central
+from .core import (
+    DATABASE_URL,
+    DB_NAME,
+    KEY_NAME,
+    S3_BUCKET,
+    S3_ENDPOINT,
+    TMP_DIR,
+    Central,
+    config_value,
+)
 from .storage.audit_chain import first_broken
 from .storage.base import AuditEvent, AuditRow, BlobMissing
-from .storage.file_blobs import fsync_dir
+from .storage.file_blobs import FileBlobStore, fsync_dir
+from .storage.sqlite_meta import SqliteMetaStore
 
 FORMAT = "idr-central-backup/1"
 MANIFEST = "manifest.json"
@@ -74,6 +93,8 @@ class Summary:
     audit_entries: int = 0
     #: Where ``restore --force`` moved the folder it replaced (kept, never deleted).
     replaced: Path | None = None
+    #: The store written to (restore): ``sqlite+files``, ``postgres+files``, ``postgres+s3``.
+    store: str = "sqlite+files"
 
 
 # -- small file helpers ----------------------------------------------------------------------
@@ -159,16 +180,11 @@ def backup(data_dir: Path, target: Path, *,
     if target.exists() and not _is_empty_dir(target):
         raise BackupError(f"{target} exists and is not empty: name a new folder")
     svc = Central(data_dir)
-    if not hasattr(svc.meta, "backup_to"):
-        svc.close()
-        raise BackupError("central backup copies the one-directory default (SQLite and"
-                          " files); with CENTRAL_DATABASE_URL set, back PostgreSQL up with"
-                          " its own tools (pg_basebackup, WAL archiving)")
     stage = _staging(target, "backup")
     try:
         # In the log before the snapshot, so the backup records that it was made.
         svc.meta.append_audit(AuditEvent("cli", "backup_made", "backup"))
-        svc.meta.backup_to(stage / DB_NAME)
+        source = _snapshot(svc, stage / DB_NAME)
         if after_snapshot is not None:
             after_snapshot()
         summary = Summary(path=target, service_key=str(svc.key.verify_key))
@@ -182,6 +198,8 @@ def backup(data_dir: Path, target: Path, *,
         manifest = {
             "format": FORMAT,
             "created_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            # Informative only (restore never reads it): the store the copy came from.
+            "source": source,
             "service_key": summary.service_key,
             "counts": dict(sorted(summary.counts.items())),
             "files": [{"path": p, "size": s, "sha256": h}
@@ -201,6 +219,23 @@ def backup(data_dir: Path, target: Path, *,
     summary.files = len(files)  # the manifest aside
     summary.bytes = sum(s for s, _ in files.values())
     return summary
+
+
+def _snapshot(svc: Central, target: Path) -> str:
+    """The metadata at one point in time as a SQLite file at ``target``; the source's
+    kind (``sqlite+files``, ``postgres+files`` or ``postgres+s3``)."""
+    blobs = "files" if isinstance(svc.blobs, FileBlobStore) else "s3"
+    if isinstance(svc.meta, SqliteMetaStore):
+        svc.meta.backup_to(target)
+        return f"sqlite+{blobs}"
+    # Imported here: the default deployment never loads psycopg.
+    from .storage.pg_meta import PostgresMetaStore
+    from .storage.snapshot import postgres_to_sqlite
+
+    if not isinstance(svc.meta, PostgresMetaStore):
+        raise BackupError(f"central backup cannot read a {type(svc.meta).__name__}")
+    postgres_to_sqlite(svc.meta.dsn, target)
+    return f"postgres+{blobs}"
 
 
 def _copy_blobs(svc: Central, stage: Path, counts: Counter[str]) -> dict[str, tuple[int, str]]:
@@ -350,6 +385,21 @@ def read_manifest(source: Path) -> dict[str, tuple[int, str]]:
     return files
 
 
+def checked_manifest(source: Path) -> dict[str, tuple[int, str]]:
+    """:func:`read_manifest`, and the backup holds exactly the files it lists."""
+    files = read_manifest(source)
+    present = _listed(source)
+    if present - files.keys():
+        extra = sorted(present - files.keys())
+        raise BackupError(f"the backup holds {len(extra)} files its manifest does not list"
+                          f" (first: {extra[0]}): refused")
+    if files.keys() - present:
+        gone = sorted(files.keys() - present)
+        raise BackupError(f"the backup is incomplete: {len(gone)} files of its manifest are"
+                          f" missing (first: {gone[0]})")
+    return files
+
+
 def _listed(source: Path) -> set[str]:
     out = set()
     for folder, _, names in os.walk(source):
@@ -364,24 +414,27 @@ def _listed(source: Path) -> set[str]:
 def restore(source: Path, target: Path, *, force: bool = False) -> Summary:
     """Check ``source`` (a backup) and make ``target`` a data directory from it.
 
+    The store written to is the one ``target``'s configuration names (the environment
+    or its central.conf): with CENTRAL_DATABASE_URL an empty PostgreSQL database and its
+    blob store (restore_postgres.py); without, SQLite and files, as below.
     ``target`` must not exist or be empty; with ``force`` a non-empty one is renamed
     aside (``<target>.replaced-<time>``), never deleted.
     """
     if not source.is_dir():
         raise BackupError(f"{source} is not a folder")
+    dsn = config_value(target, DATABASE_URL)
+    if dsn is not None:
+        # The target's configuration names PostgreSQL (and perhaps S3): restore there.
+        from .restore_postgres import restore_postgres
+
+        return restore_postgres(source, target, dsn, force=force)
+    if config_value(target, S3_ENDPOINT) is not None or config_value(target, S3_BUCKET):
+        # Restoring into files would leave a service that cannot start (open_blobs).
+        raise BackupError(f"S3 blob storage needs PostgreSQL: set {DATABASE_URL} too")
     if target.exists() and not _is_empty_dir(target) and not force:
         raise BackupError(f"{target} is not empty: restore into a new folder, or add"
                           " --force to set the current one aside (it is kept, renamed)")
-    files = read_manifest(source)
-    present = _listed(source)
-    if present - files.keys():
-        extra = sorted(present - files.keys())
-        raise BackupError(f"the backup holds {len(extra)} files its manifest does not list"
-                          f" (first: {extra[0]}): refused")
-    if files.keys() - present:
-        gone = sorted(files.keys() - present)
-        raise BackupError(f"the backup is incomplete: {len(gone)} files of its manifest are"
-                          f" missing (first: {gone[0]})")
+    files = checked_manifest(source)
     stage = _staging(target, "restore")
     try:
         copied: dict[str, tuple[int, str]] = {}

@@ -31,7 +31,7 @@ from .core import (
     set_publisher_key,
 )
 from .storage.audit_chain import first_broken
-from .storage.base import AuditEvent
+from .storage.base import AuditEvent, StorageError
 
 
 class UsageError(Exception):
@@ -98,10 +98,14 @@ def _parser() -> argparse.ArgumentParser:
                                " secret)")
     backup_cmd.add_argument("dir", type=Path, metavar="DIR")
     restore_cmd = add("restore", "check the backup DIR and make --data a data directory"
-                                 " from it (stop the service first)")
+                                 " from it, in the store its configuration names (SQLite"
+                                 " and files, or an empty PostgreSQL database and S3"
+                                 " bucket); stop the service first")
     restore_cmd.add_argument("dir", type=Path, metavar="DIR")
     restore_cmd.add_argument("--force", action="store_true",
-                             help="--data is not empty: rename it aside, then restore")
+                             help="--data is not empty: rename it aside, then restore (a"
+                                  " PostgreSQL database or S3 bucket holding data is"
+                                  " refused even so)")
     admin = sub.add_parser("admin", help="administrator tokens (the fleet view)")
     admsub = admin.add_subparsers(dest="admin_command", required=True)
     adm_add = admsub.add_parser("add", help="add an administrator; print the token last")
@@ -174,9 +178,14 @@ def _cmd_backup_restore(args: argparse.Namespace) -> int:
         done = restore(args.dir, args.data, force=args.force)
     except BackupError as exc:
         raise UsageError(str(exc)) from None
+    except StorageError as exc:
+        # S3 or PostgreSQL failed mid-way (the messages name keys, never secrets).
+        raise UsageError(f"{args.command} stopped: the store failed"
+                         f" ({type(exc).__name__}: {exc})") from None
     if done.replaced is not None:
         print(f"the folder that was there is kept as {done.replaced}")
-    print(f"restored {done.files} files into {done.path}; audit chain intact:"
+    where = "" if done.store == "sqlite+files" else f" ({done.store}, as configured)"
+    print(f"restored {done.files} files into {done.path}{where}; audit chain intact:"
           f" {done.audit_entries} entries")
     print("service public key (compare with the one the kiosks pinned):")
     print(done.service_key)
