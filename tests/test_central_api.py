@@ -7,6 +7,7 @@ of the data directory (rows and files) that must not have changed.
 from __future__ import annotations
 
 import hashlib
+import os
 import secrets
 import sqlite3
 import threading
@@ -408,6 +409,33 @@ def test_an_expired_upload_answers_410(tmp_path: Path) -> None:
 def upload_parts(env: Env, kiosk: Kiosk, sid: str, parts: dict[str, bytes]) -> None:
     for name, data in parts.items():
         tus_upload(env.client, kiosk.token, sid, name, data, chunk=1000)
+
+
+def test_a_whole_upload_its_instance_died_before_finishing_is_finished_on_post(
+        env: Env) -> None:
+    """The instance that recorded an upload's last bytes died before hashing them and
+    marking it finished (tests/test_central_scale_out.py makes that happen for real): the
+    kiosk's HEAD says "whole", so its POST must find the part, not answer 422."""
+    kiosk = env.enrol()
+    sid = new_submission_id()
+    parts = {"a1.age": os.urandom(2500), "manifest.json.age": b"M" * 300}
+    upload_parts(env, kiosk, sid, parts)
+    store_sql(env.data, "UPDATE uploads SET finished_at = NULL, sha256 = NULL"
+                        " WHERE part = 'a1.age'")
+    signed = signed_index(kiosk.key, kiosk.device_id, sid, parts)
+    auth = {"Authorization": f"Bearer {kiosk.token}"}
+    reply = env.client.post("/api/v1/submissions", json=index_body(signed), headers=auth)
+    assert reply.status_code == 201, reply.text
+    assert store_sql(env.data, "SELECT sha256 FROM uploads WHERE part = 'a1.age'") == [
+        (hashlib.sha256(parts["a1.age"]).hexdigest(),)]
+    # Whole but with other bytes than the index names: still refused, nothing stored.
+    sid = new_submission_id()
+    upload_parts(env, kiosk, sid, {"a1.age": b"x" * 2500})
+    store_sql(env.data, "UPDATE uploads SET finished_at = NULL, sha256 = NULL"
+                        " WHERE submission_id = ?", (sid,))
+    wrong = signed_index(kiosk.key, kiosk.device_id, sid, {"a1.age": b"y" * 2500})
+    reply = env.client.post("/api/v1/submissions", json=index_body(wrong), headers=auth)
+    assert reply.status_code == 422 and reply.json()["parts"] == ["a1.age"]
 
 
 def test_submission_refusals_store_nothing(env: Env) -> None:

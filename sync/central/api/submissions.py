@@ -97,6 +97,30 @@ def accept(svc: Central, device: Device, signed: SignedDocument) -> JSONResponse
                         status_code=201 if got.created else 200)
 
 
+def _finish_whole_uploads(svc: Central, device: Device, submission_id: str, part: str,
+                          size: int) -> bool:
+    """Roll forward what a dead instance left half done: an upload whose last bytes were
+    recorded (offset = length; HEAD tells the kiosk it is whole) but which the instance
+    died before hashing and marking finished. Each is finished here, under its lock, so
+    that the kiosk's POST finds it instead of sending the part again. True if any was."""
+    from .uploads import finish_upload  # the one place an upload is finished
+
+    done = False
+    for upload in svc.meta.whole_unfinished_uploads(device.id, submission_id, part, size):
+        if not svc.meta.try_lock_upload(upload.id):
+            continue  # a PATCH is on it: it finishes the upload itself
+        try:
+            again = svc.meta.get_upload(upload.id)
+            if again is not None and again.finished_at is None \
+                    and again.offset == again.length:
+                finish_upload(svc, again, device)
+                log.info("upload_rolled_forward upload %s", upload.id)
+                done = True
+        finally:
+            svc.meta.unlock_upload(upload.id)
+    return done
+
+
 def accept_index(svc: Central, device: Device, signed: SignedDocument) -> Accepted:
     """Check ``signed`` (the device's index) against ``device`` and its finished uploads,
     store the submission, return the receipt; :class:`ApiError` for a refusal. Shared
@@ -123,6 +147,10 @@ def accept_index(svc: Central, device: Device, signed: SignedDocument) -> Accept
     for part in index.parts:
         found = svc.meta.finished_upload_for(device.id, index.submission_id, part.name,
                                              part.size, part.sha256)
+        if found is None and _finish_whole_uploads(svc, device, index.submission_id,
+                                                   part.name, part.size):
+            found = svc.meta.finished_upload_for(device.id, index.submission_id, part.name,
+                                                 part.size, part.sha256)
         if found is None:
             missing.append(part.name)
         else:

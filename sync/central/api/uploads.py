@@ -52,7 +52,7 @@ class _RunningHashes:
 
     So that finishing an upload does not read all of it back. Only ever used under the
     upload's lock, and only when its offset is exactly the offset the hash covers: after
-    a restart (or on another instance) there is none, and :func:`_finish` hashes what is
+    a restart (or on another instance) there is none, and :func:`finish_upload` hashes what is
     stored instead. A bounded dict: abandoned uploads cost a few hundred bytes each.
     """
 
@@ -235,7 +235,7 @@ class _ChunkSink:
         self.size += len(data)
 
 
-def _finish(svc: Central, upload: Upload, device: Device) -> None:
+def finish_upload(svc: Central, upload: Upload, device: Device) -> None:
     # The hash of the bytes as they were appended (each append fsynced before its
     # offset moved); without one (a restart mid-upload) hash what is stored.
     sha256 = _HASHES.take(upload.id, upload.length)
@@ -358,7 +358,7 @@ async def _patch_locked(request: Request, svc: Central, upload_id: str, device: 
                 _HASHES.store(upload_id, new_offset, running)
             if new_offset == upload.length:
                 done = Upload(**{**upload.__dict__, "offset": new_offset})
-                await run_in_threadpool(_finish, svc, done, device)
+                await run_in_threadpool(finish_upload, svc, done, device)
         if outcome is not None:
             raise _cut_error(outcome, new_offset)
         return Response(status_code=204, headers=_tus_headers(**{

@@ -274,6 +274,13 @@ class MetaStore(Protocol):
         """A finished upload of this device matching the part exactly, if any."""
         ...
 
+    def whole_unfinished_uploads(self, device_id: str, submission_id: str, part: str,
+                                 size: int) -> list[Upload]:
+        """Uploads of this device for the part holding all their bytes (offset = length)
+        but never finished: the instance that stored the last bytes died before it
+        hashed them. :func:`~sync.central.api.submissions.accept_index` finishes them."""
+        ...
+
     def try_lock_upload(self, upload_id: str) -> bool:
         """Take the upload's lock without waiting; False if someone holds it.
 

@@ -373,6 +373,14 @@ class PostgresMetaStore:
             " AND finished_at IS NOT NULL ORDER BY finished_at DESC LIMIT 1",
             (device_id, submission_id, part, size, sha256)))
 
+    def whole_unfinished_uploads(self, device_id: str, submission_id: str, part: str,
+                                 size: int) -> list[Upload]:
+        rows = self._all(
+            "SELECT * FROM uploads WHERE device_id = %s AND submission_id = %s AND part = %s"
+            ' AND length = %s AND "offset" = length AND finished_at IS NULL'
+            " ORDER BY created_at", (device_id, submission_id, part, size))
+        return [u for u in map(_upload, rows) if u is not None]
+
     def try_lock_upload(self, upload_id: str) -> bool:
         """Take the upload's session-level advisory lock without waiting.
 

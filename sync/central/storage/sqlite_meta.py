@@ -313,6 +313,14 @@ class SqliteMetaStore:
             " ORDER BY finished_at DESC LIMIT 1",
             (device_id, submission_id, part, size, sha256)))
 
+    def whole_unfinished_uploads(self, device_id: str, submission_id: str, part: str,
+                                 size: int) -> list[Upload]:
+        rows = self._conn().execute(
+            "SELECT * FROM uploads WHERE device_id = ? AND submission_id = ? AND part = ?"
+            " AND length = ? AND offset = length AND finished_at IS NULL ORDER BY created_at",
+            (device_id, submission_id, part, size))
+        return [u for u in map(_upload, rows) if u is not None]
+
     def try_lock_upload(self, upload_id: str) -> bool:
         with self._locks_guard:
             if upload_id in self._locks:
