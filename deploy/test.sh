@@ -15,5 +15,8 @@ trap 'rm -rf "$basetemp"' EXIT
 # catalogs, withdrawal, the fleet view, USB import, backup, and three instances behind
 # HAProxy.
 if [ $# -eq 0 ]; then
-  .venv/bin/python -m pytest --basetemp="$basetemp/s3" --central-store=postgres+s3
+  # Two workers (pytest-xdist, one test file each at a time, each with its own cluster
+  # and S3 server): these tests mostly wait on services, so two share the two cores.
+  .venv/bin/python -m pytest --basetemp="$basetemp/s3" --central-store=postgres+s3 \
+    -n 2 --dist loadfile
 fi
