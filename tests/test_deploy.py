@@ -28,6 +28,8 @@ REPO = Path(__file__).resolve().parent.parent
 DEPLOY = REPO / "deploy"
 KIOSK_UNIT = "idefendrights-kiosk.service"
 CENTRAL_UNIT = "idefendrights-central.service"
+#: The scale-out shape's instances (issue 14): idefendrights-central@PORT.
+CENTRAL_INSTANCE_UNIT = "idefendrights-central@.service"
 # A clean environment inside the chroot: nothing of this machine's pip or Python settings.
 CHROOT_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root", "LANG": "C.UTF-8"}
 
@@ -211,8 +213,12 @@ def test_the_central_install_leaves_a_private_data_dir_and_an_enabled_unit(
 
 def test_systemd_analyze_verify_passes_on_every_unit(installed: Installed) -> None:
     units = sorted(DEPLOY.rglob("*.service"))
-    assert [u.name for u in units] == [CENTRAL_UNIT, KIOSK_UNIT]
+    assert [u.name for u in units] == [CENTRAL_UNIT, CENTRAL_INSTANCE_UNIT, KIOSK_UNIT]
     for unit in units:
+        if "@" in unit.name:
+            # The scale-out template is not installed by install.sh (the administrator
+            # enables the instances): verified as copied into the installed tree.
+            shutil.copy2(unit, installed.root / "etc/systemd/system" / unit.name)
         # The installed copy is the deploy/ file itself (checked above), in a tree where
         # its ExecStart binaries exist.
         assert (installed.root / "etc/systemd/system" / unit.name).read_bytes() \
@@ -231,6 +237,48 @@ def test_the_central_unit_is_hardened(installed: Installed) -> None:
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
     score = float(done.stdout.split("Overall exposure level for")[1].split(":")[1].split()[0])
     assert score <= 2.0, done.stdout[-3000:]
+
+
+def test_the_central_instance_unit_is_hardened_as_the_single_one(installed: Installed) -> None:
+    template = DEPLOY / "central" / CENTRAL_INSTANCE_UNIT
+    shutil.copy2(template, installed.root / "etc/systemd/system" / template.name)
+    done = subprocess.run([need("systemd-analyze"), "security", "--offline=true",
+                           f"--root={installed.root}", "--threshold=20",
+                           "idefendrights-central@8101.service"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    score = float(done.stdout.split("Overall exposure level for")[1].split(":")[1].split()[0])
+    assert score <= 2.0, done.stdout[-3000:]
+    # The same sandbox as the single unit: every hardening line of it is in the template.
+    single = (DEPLOY / "central" / CENTRAL_UNIT).read_text()
+    hardening = single[single.index("# Hardening"):single.index("[Install]")]
+    lines = {x for x in hardening.splitlines() if x and not x.startswith("#")}
+    assert lines <= set(template.read_text().splitlines())
+
+
+def test_the_haproxy_config_is_valid_and_never_sticky(tmp_path: Path) -> None:
+    """deploy/central/haproxy.cfg passes `haproxy -c` as shipped and as the scale-out
+    tests run it (tests/harness/haproxy.py renders it), and balances without stickiness."""
+    from tests.harness.haproxy import CONFIG, render_config
+
+    haproxy = need("haproxy")
+    rendered = tmp_path / "haproxy.cfg"
+    rendered.write_text(render_config(["127.0.0.1:9001", "127.0.0.1:9002"], 9000))
+    for config in (CONFIG, rendered):
+        done = subprocess.run([haproxy, "-c", "-f", str(config)], capture_output=True,
+                              text=True, timeout=60)
+        assert done.returncode == 0, done.stdout + done.stderr
+    words = [line.split("#")[0].split() for line in CONFIG.read_text().splitlines()]
+    settings = {" ".join(w[:2]) if w[0] in ("option", "timeout", "http-check") else w[0]:
+                w for w in words if w}
+    assert settings["balance"] == ["balance", "roundrobin"]
+    assert not {"cookie", "stick-table", "stick", "hash-type"} & set(settings)
+    assert "option prefer-last-server" not in settings
+    assert settings["option httpchk"] and "/api/v1/health" in settings["http-check send"]
+    assert settings["option redispatch"] and int(settings["retries"][1]) >= 1
+    assert settings["http-reuse"][1] in ("safe", "never")
+    # A slow kiosk's PATCH is not cut: as long as the Caddyfile's 30 minutes.
+    assert settings["timeout client"][2] == settings["timeout server"][2] == "30m"
 
 
 def test_the_central_service_works_under_memory_deny_write_execute(

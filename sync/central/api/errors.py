@@ -97,22 +97,44 @@ def install(app: FastAPI) -> None:
         where = sorted({".".join(str(p) for p in e.get("loc", ())) for e in exc.errors()})
         return error_response(400, "bad_request", "invalid request: " + ", ".join(where))
 
+    async def _storage(request: Request, exc: Exception) -> JSONResponse:
+        # The usual storage failures are answered here rather than by the catch-all
+        # below, which Starlette re-raises after answering: an outage of the database or
+        # the object store would otherwise write a traceback per request.
+        reply = _storage_reply(request, exc)
+        if reply is None:
+            raise exc  # not a storage failure: the catch-all answers 500, with traceback
+        return reply
+
+    app.add_exception_handler(StorageUnavailable, _storage)
+    app.add_exception_handler(OSError, _storage)
+    psycopg = sys.modules.get("psycopg")  # loaded when the store is PostgreSQL
+    if psycopg is not None:
+        app.add_exception_handler(psycopg.OperationalError, _storage)
+
     @app.exception_handler(Exception)
     async def _crash(request: Request, exc: Exception) -> JSONResponse:
-        if disk_full(exc):
-            # SQLite or a file write out of space: nothing was committed (the transaction
-            # rolled back, the offset did not move), and the client may retry later.
-            log.error("storage full on %s %s", request.method, request.url.path)
-            return error_response(507, "storage_full", "the service's storage is full")
-        if unavailable(exc):
-            # The object store is down or hung: nothing was recorded; come back later.
-            log.error("storage unavailable on %s %s", request.method, request.url.path)
-            return error_response(503, "storage_unavailable",
-                                  "the service's storage is unreachable; try again later",
-                                  headers={"Retry-After": "30"})
+        reply = _storage_reply(request, exc)
+        if reply is not None:
+            return reply
         log.error("internal error %s on %s %s", type(exc).__name__, request.method,
                   request.url.path)
         return error_response(500, "internal", "internal error")
+
+
+def _storage_reply(request: Request, exc: BaseException) -> JSONResponse | None:
+    if disk_full(exc):
+        # SQLite or a file write out of space: nothing was committed (the transaction
+        # rolled back, the offset did not move), and the client may retry later.
+        log.error("storage full on %s %s", request.method, request.url.path)
+        return error_response(507, "storage_full", "the service's storage is full")
+    if unavailable(exc):
+        # A store down or hung: nothing was recorded; come back later.
+        log.error("storage unavailable on %s %s", request.method, request.url.path)
+        return error_response(503, "storage_unavailable",
+                              "the service's storage is unreachable; try again later",
+                              headers={"Retry-After": "30"})
+    return None
 
 
 def unavailable(exc: BaseException | None) -> bool:
