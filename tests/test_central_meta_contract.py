@@ -476,6 +476,13 @@ def _locker(dsn: str, upload_id: str) -> tuple[subprocess.Popen[str], str]:
     return proc, proc.stdout.readline().strip()
 
 
+def _ask_another_process(dsn: str, upload_id: str) -> str:
+    proc, said = _locker(dsn, upload_id)
+    proc.kill()
+    proc.wait(10)
+    return said
+
+
 def test_a_lock_held_by_a_dead_process_is_released_by_the_database(
         pg_backend: Backend) -> None:
     backend = pg_backend
@@ -527,17 +534,21 @@ def test_the_store_outlives_a_postgresql_restart(pg_backend: Backend,
 def test_a_database_that_is_down_is_unavailable_not_locked(
         pg_backend: Backend, postgres_cluster: PostgresCluster) -> None:
     """"Locked" tells a kiosk to retry at once; a database that is down must be told
-    apart (StorageUnavailable: 503 with Retry-After), and a full lock pool must not."""
+    apart (StorageUnavailable: 503 with Retry-After). And any number of uploads can be
+    locked at once by one process (one lock session), none of them by another."""
     meta = pg_backend.open(create=True)
     assert isinstance(meta, PostgresMetaStore)
-    held = [f"full{i}" for i in range(meta._lock_connections)]
+    held = [f"many{i}" for i in range(200)]
     try:
         for upload_id in held:
             assert meta.try_lock_upload(upload_id)
-        assert meta.try_lock_upload("one-more") is False  # busy, not down
+        for upload_id in held[::50]:
+            assert not meta.try_lock_upload(upload_id)  # held here
+            assert _ask_another_process(pg_backend.target, upload_id) == "refused"
     finally:
         for upload_id in held:
             meta.unlock_upload(upload_id)
+    assert _ask_another_process(pg_backend.target, held[0]) == "locked"  # released
     postgres_cluster.stop()
     try:
         with pytest.raises(StorageUnavailable):

@@ -30,7 +30,7 @@ from typing import Any
 import psycopg
 from psycopg import errors
 from psycopg.rows import dict_row
-from psycopg_pool import ConnectionPool, PoolTimeout
+from psycopg_pool import ConnectionPool
 
 from ..schema import check_postgres, ensure_postgres
 from .audit_chain import GENESIS, entry_hash, utc_now_text
@@ -103,7 +103,7 @@ class PostgresMetaStore:
     service instances."""
 
     def __init__(self, dsn: str, *, create: bool = False, pool_size: int = 8,
-                 lock_connections: int = 32, timeout: float = 30.0) -> None:
+                 timeout: float = 30.0) -> None:
         self.dsn = dsn
         # check_connection costs an empty round trip per checkout; it buys clean
         # recovery after PostgreSQL restarts (a dead pooled connection is replaced
@@ -113,22 +113,18 @@ class PostgresMetaStore:
             kwargs={"autocommit": True, "row_factory": dict_row},
             configure=_configure, check=ConnectionPool.check_connection,
             name="central-meta")
-        # Upload locks live on connections of their own, held out of the main pool while
-        # locked: a burst of uploads cannot starve the queries, and a full lock pool
-        # answers "locked" (the client retries) instead of waiting.
-        self._lock_pool: ConnectionPool[psycopg.Connection[Row]] = ConnectionPool(
-            dsn, min_size=0, max_size=lock_connections, timeout=timeout, open=False,
-            kwargs={"autocommit": True, "row_factory": dict_row},
-            check=ConnectionPool.check_connection, name="central-locks")
-        self._held: dict[str, psycopg.Connection[Row]] = {}
-        self._lock_connections = lock_connections
-        self._lock_checked_out = 0  # connections out of the lock pool (under the guard)
+        # Upload locks live in ONE session of their own (see try_lock_upload): any number
+        # of uploads can be locked at once with a single connection per process, and
+        # the queries' pool is never drawn on by locks.
+        self._lock_session: psycopg.Connection[Row] | None = None
+        self._lock_session_guard = threading.Lock()  # one query at a time on it
+        self._timeout = timeout
+        self._held: set[str] = set()  # upload ids this process holds (under the guard)
         self._held_guard = threading.Lock()
         # One plain connection first: a wrong URL or a missing database fails at once
         # with libpq's reason, where the pool would retry quietly until its timeout.
         psycopg.connect(dsn, connect_timeout=max(2, int(timeout))).close()
         self._pool.open(wait=True, timeout=timeout)
-        self._lock_pool.open()
         try:
             with self._pool.connection() as conn:
                 if create:
@@ -182,12 +178,13 @@ class PostgresMetaStore:
 
     def close(self) -> None:
         with self._held_guard:
-            held, self._held = self._held, {}
-        for conn in held.values():
-            # Closing the session releases its advisory locks.
-            with contextlib.suppress(psycopg.Error):
-                conn.close()
-        self._lock_pool.close()
+            self._held = set()
+        with self._lock_session_guard:
+            if self._lock_session is not None:
+                # Closing the session releases its advisory locks.
+                with contextlib.suppress(psycopg.Error):
+                    self._lock_session.close()
+                self._lock_session = None
         self._pool.close()
 
     # -- meta ---------------------------------------------------------------------------
@@ -384,72 +381,64 @@ class PostgresMetaStore:
     def try_lock_upload(self, upload_id: str) -> bool:
         """Take the upload's session-level advisory lock without waiting.
 
-        The lock lives on a connection held out of the lock pool until
-        :meth:`unlock_upload`: if this process dies, PostgreSQL ends the session and
-        the lock with it. A second call for the same id, from this process or any
-        other, gets False (it would use another session).
-
-        This process also remembers the ids it holds, and refuses them itself: after a
-        PostgreSQL restart the server has forgotten a lock whose holder is still
-        writing here, and would grant it to a second request of this process.
+        Every lock of this process lives in one session (connection) kept open for
+        them: if this process dies, PostgreSQL ends the session and releases its locks
+        at once, with no timeout guess. Another process asking for a held upload gets
+        False. Advisory locks are re-entrant within a session, so this process keeps
+        the set of ids it holds and refuses those itself; that also covers a
+        PostgreSQL restart, after which the server has forgotten a lock whose holder
+        here may still be writing.
         """
         with self._held_guard:
             if upload_id in self._held:
                 return False
+            self._held.add(upload_id)  # reserved; released below unless granted
+        granted = False
         try:
-            conn = self._lock_pool.getconn(timeout=0.5)
-        except PoolTimeout:
-            with self._held_guard:
-                busy = self._lock_checked_out >= self._lock_connections
-            if busy:
-                return False  # every lock connection holds a lock: "locked" is safe
-            # The pool had room but could not connect: the database is down.
-            raise StorageUnavailable("the database cannot be reached") from None
-        with self._held_guard:
-            self._lock_checked_out += 1
-        try:
-            row = conn.execute("SELECT pg_try_advisory_lock(%s) AS ok",
-                               (upload_lock_key(upload_id),)).fetchone()
-        except psycopg.OperationalError:
-            conn.close()  # a dead session: the pool replaces it
-            self._put_lock_connection(conn)
-            raise StorageUnavailable("the database cannot be reached") from None
-        except BaseException:
-            self._put_lock_connection(conn)
-            raise
-        if row is None or not row["ok"]:
-            self._put_lock_connection(conn)
-            return False
-        with self._held_guard:
-            if upload_id in self._held:
-                # Taken here meanwhile by a request whose lock the server forgot.
-                refused = True
-            else:
-                refused = False
-                self._held[upload_id] = conn
-        if refused:
-            conn.execute("SELECT pg_advisory_unlock(%s)", (upload_lock_key(upload_id),))
-            self._put_lock_connection(conn)
-            return False
-        return True
-
-    def _put_lock_connection(self, conn: psycopg.Connection[Row]) -> None:
-        with self._held_guard:
-            self._lock_checked_out -= 1
-        self._lock_pool.putconn(conn)
+            granted = bool(self._on_lock_session(
+                "SELECT pg_try_advisory_lock(%s) AS ok", upload_id))
+        finally:
+            if not granted:
+                with self._held_guard:
+                    self._held.discard(upload_id)
+        return granted
 
     def unlock_upload(self, upload_id: str) -> None:
         with self._held_guard:
-            conn = self._held.pop(upload_id, None)
-        if conn is None:
-            return
+            if upload_id not in self._held:
+                return
         try:
-            conn.execute("SELECT pg_advisory_unlock(%s)", (upload_lock_key(upload_id),))
-        except psycopg.Error:
-            # The session is gone (say, PostgreSQL restarted), and its locks with it;
-            # close it so that the pool replaces it rather than reusing it.
-            conn.close()
-        self._put_lock_connection(conn)
+            # After a restart the new session does not hold it: PostgreSQL answers
+            # false (with a warning), which is right.
+            self._on_lock_session("SELECT pg_advisory_unlock(%s) AS ok", upload_id)
+        except StorageUnavailable:
+            pass  # the session is gone, and its locks with it
+        finally:
+            with self._held_guard:
+                self._held.discard(upload_id)
+
+    def _on_lock_session(self, query: str, upload_id: str) -> bool:
+        """Run a one-row advisory-lock query on the lock session, (re)connecting it
+        first if needed; StorageUnavailable if the database cannot be reached."""
+        if not self._lock_session_guard.acquire(timeout=self._timeout):
+            raise StorageUnavailable("the lock session is stuck")
+        try:
+            try:
+                if self._lock_session is None or self._lock_session.closed:
+                    self._lock_session = psycopg.connect(
+                        self.dsn, autocommit=True, row_factory=dict_row,
+                        connect_timeout=max(2, int(self._timeout)))
+                row = self._lock_session.execute(query,
+                                                 (upload_lock_key(upload_id),)).fetchone()
+            except psycopg.OperationalError:
+                if self._lock_session is not None:
+                    with contextlib.suppress(psycopg.Error):
+                        self._lock_session.close()
+                self._lock_session = None  # the next call connects again
+                raise StorageUnavailable("the database cannot be reached") from None
+            return bool(row is not None and row["ok"])
+        finally:
+            self._lock_session_guard.release()
 
     # -- submissions -----------------------------------------------------------------------
     def insert_submission(self, submission: StoredSubmission, *,
