@@ -430,7 +430,7 @@ class PostgresMetaStore:
                         connect_timeout=max(2, int(self._timeout)))
                 row = self._lock_session.execute(query,
                                                  (upload_lock_key(upload_id),)).fetchone()
-            except psycopg.OperationalError:
+            except (psycopg.OperationalError, psycopg.InterfaceError):
                 if self._lock_session is not None:
                     with contextlib.suppress(psycopg.Error):
                         self._lock_session.close()
