@@ -536,3 +536,50 @@ def test_core_s3_init_makes_the_ledger_and_serve_uses_it(
                  **_s3_lines(s3_endpoint, "no-such-bucket-here")})
     with pytest.raises(core.NotInitialised, match="no-such-bucket-here"):
         core.Central(data)
+
+
+def test_s3_store_builds_a_bounded_number_of_parts_at_once(s3_blobs: Blobs,
+                                                          monkeypatch: pytest.MonkeyPatch
+                                                          ) -> None:
+    """A part is built in memory before it goes to S3: with many uploads committing at
+    once, only ``part_uploads`` parts are in flight per instance (memory stays bounded),
+    and every upload still gets all its bytes."""
+    import threading
+    import time as clock
+
+    from sync.central.storage.s3_blobs import PART
+
+    store = s3_blobs.store
+    store._part_slots = threading.BoundedSemaphore(2)  # as part_uploads=2 would
+    real = store.objects.upload_part
+    now = [0]
+    peak = [0]
+    guard = threading.Lock()
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        with guard:
+            now[0] += 1
+            peak[0] = max(peak[0], now[0])
+        try:
+            clock.sleep(0.05)  # long enough for the others to pile up
+            return real(*args, **kwargs)
+        finally:
+            with guard:
+                now[0] -= 1
+
+    monkeypatch.setattr(store.objects, "upload_part", counting)
+    data = {f"{i:032x}": bytes([i]) * (PART + 10) for i in range(6)}
+    for upload_id, body in data.items():
+        s3_blobs.blob.create_upload(upload_id)
+        s3_blobs.declare(upload_id, len(body) + 1)  # one byte short of complete
+    threads = [threading.Thread(target=s3_blobs.blob.append_upload,
+                                args=(upload_id, 0, [body]))
+               for upload_id, body in data.items()]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert peak[0] == 2
+    for upload_id, body in data.items():
+        assert s3_blobs.blob.upload_size(upload_id) == len(body)
+        assert ledger(s3_blobs, upload_id)[1] == [(1, PART)]
