@@ -40,6 +40,7 @@ table says which size ran.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import multiprocessing
@@ -415,6 +416,8 @@ def _kiosk_worker(job: dict[str, Any]) -> dict[str, Any]:
                 "acknowledged": len(outbox.acked),
                 "receipts_max": max(outbox.receipts.values(), default=0),
                 "latencies": [outbox.acked[s] - outbox.started[s] for s in outbox.acked],
+                # Wall-clock times per submission, for central_scale.py's instance death.
+                "started_at": dict(outbox.started), "acked_at": dict(outbox.acked),
                 "first_start": min(outbox.started.values(), default=None),
                 "last_ack": max(outbox.acked.values(), default=None),
                 "rejected": sorted(v for v in outbox.states.values()
@@ -466,16 +469,24 @@ class RssSampler:
         self.hwm = self._field("VmHWM")
 
 
-def measure_many(central: CentralService, size: Size, scratch: Path) -> dict[str, Any]:
+def measure_many(central: CentralService, size: Size, scratch: Path, *,
+                 url: str | None = None, pids: list[int] | None = None,
+                 details: bool = False) -> dict[str, Any]:
+    """Many kiosks at once against ``central`` (its CLI makes the enrolment codes), or
+    against ``url`` (a load balancer in front of several instances: tests/bench/
+    central_scale.py) with the RSS of each process in ``pids`` sampled. ``details``:
+    each kiosk's results too (``kiosk_results``: submission ids, start and ack times)."""
     from sync.client.enrol import enrol
     from sync.signing import SigningKey, format_signing_key_file
 
+    base = url or central.url
+
     def one(i: int) -> dict[str, str]:
         key = SigningKey.generate()
-        answer = enrol(central.url, code=central.enrol_code(f"bench-{i}"),
+        answer = enrol(base, code=central.enrol_code(f"bench-{i}"),
                        public_key=key.verify_key)
         return {"device_id": answer.device_id, "token": answer.token,
-                "service_key": str(answer.service_key), "url": central.url,
+                "service_key": str(answer.service_key), "url": base,
                 "key": format_signing_key_file(key)}
 
     start = time.perf_counter()
@@ -487,10 +498,13 @@ def measure_many(central: CentralService, size: Size, scratch: Path) -> dict[str
     jobs = [{"folder": str(scratch / f"proc-{p}"), "devices": devices[p::processes],
              "submissions": size.submissions, "submission_bytes": size.submission_bytes,
              "chunk_bytes": DEFAULT_CHUNK, "go": go} for p in range(processes)]
-    assert central.pid is not None
-    with RssSampler(central.pid) as rss, multiprocessing.get_context("spawn").Pool(
-            processes) as pool:
-        outputs = pool.map(_kiosk_worker, jobs)
+    if pids is None:
+        assert central.pid is not None
+        pids = [central.pid]
+    with contextlib.ExitStack() as stack:
+        samplers = [stack.enter_context(RssSampler(pid)) for pid in pids]
+        with multiprocessing.get_context("spawn").Pool(processes) as pool:
+            outputs = pool.map(_kiosk_worker, jobs)
     kiosks = [k for out in outputs for k in out["kiosks"]]
     file_bytes = outputs[0]["file_bytes"]
     acknowledged = sum(k["acknowledged"] for k in kiosks)
@@ -504,13 +518,13 @@ def measure_many(central: CentralService, size: Size, scratch: Path) -> dict[str
         errors.update(k["errors"])
     # The vetting queue lists each of them exactly once.
     vetter = central.vetter_token("bench-vetter")
-    reply = httpx.get(f"{central.url}/api/v1/queue", timeout=120,
+    reply = httpx.get(f"{base}/api/v1/queue", timeout=120,
                       headers={"Authorization": f"Bearer {vetter}"})
     assert reply.status_code == 200, reply.text
     queued = Counter(entry["id"] for entry in reply.json()["submissions"])
     ours = [sid for k in kiosks for sid in k["ids"]]
     in_queue_once = sum(1 for sid in ours if queued[sid] == 1)
-    return {
+    figures: dict[str, Any] = {
         "kiosks": size.kiosks, "submissions_each": size.submissions,
         "submission_bytes": file_bytes, "processes": processes,
         "enrol_seconds": enrol_s, "expected": expected, "acknowledged": acknowledged,
@@ -523,10 +537,15 @@ def measure_many(central: CentralService, size: Size, scratch: Path) -> dict[str
         "latency_p95_s": latencies[min(len(latencies) - 1, int(0.95 * len(latencies)))],
         "latency_max_s": latencies[-1],
         "passes_max": max(k["passes"] for k in kiosks), "pass_errors": dict(errors),
-        "service_rss_before_mib": (rss.before or 0) / MIB,
-        "service_rss_peak_mib": max(rss.samples, default=0) / MIB,
-        "service_vmhwm_mib": (rss.hwm or 0) / MIB, "rss_samples": len(rss.samples),
+        # With several processes: the largest of each (one instance's figures).
+        "service_rss_before_mib": max(rss.before or 0 for rss in samplers) / MIB,
+        "service_rss_peak_mib": max(max(rss.samples, default=0) for rss in samplers) / MIB,
+        "service_vmhwm_mib": max(rss.hwm or 0 for rss in samplers) / MIB,
+        "rss_samples": sum(len(rss.samples) for rss in samplers),
     }
+    if details:
+        figures["kiosk_results"] = kiosks
+    return figures
 
 
 # -- 5. the worker idle --------------------------------------------------------------------------
