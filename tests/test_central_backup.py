@@ -4,6 +4,7 @@ story audio, an intact audit chain; a damaged or incomplete backup is refused.""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -14,6 +15,7 @@ import stat
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -119,6 +121,47 @@ def _served(world: World, url: str, sids: list[str] | None = None) -> dict[str, 
             "etag": catalog.headers["etag"], "signature": signature.text, "audio": audio}
 
 
+@contextlib.contextmanager
+def submitting(world: World) -> Iterator[list[str]]:
+    """A thread handing in submissions (20 kB parts) without pause, from before the block
+    (two are in) to its end; yields the list of those it made, growing."""
+    made: list[str] = []
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def upload_forever() -> None:
+        try:
+            with world.client() as c:
+                while not stop.is_set():
+                    made.append(world.submit(c, size=20000))
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    uploader = threading.Thread(target=upload_forever, daemon=True)
+    uploader.start()
+    while len(made) < 2:
+        time.sleep(0.02)
+    try:
+        yield made
+    finally:
+        stop.set()
+        uploader.join(30)
+    assert not errors, errors
+
+
+def backup_while(service: CentralService, made: list[str], target: Path) -> tuple[Path, str]:
+    """``central backup`` while ``made`` grows; (the backup, its output). A submission
+    must land during it; a loaded machine may starve the uploader for the length of
+    one backup, so up to five are made (each whole, in its own folder)."""
+    for attempt in range(5):
+        folder = target.with_name(f"{target.name}-{attempt}")
+        during = len(made)
+        out = service.cli("backup", str(folder))
+        if len(made) > during:
+            return folder, out
+    raise AssertionError("no submission landed during any of five backups")
+
+
 def test_backup_while_uploading_then_restore_serves_the_same(central: CentralService,
                                                              tmp_path: Path) -> None:
     started = time.monotonic()
@@ -136,42 +179,15 @@ def test_backup_while_uploading_then_restore_serves_the_same(central: CentralSer
         pending_sid, pending = new_submission_id(), secrets.token_bytes(2500)
         tus_upload(client, world.token, pending_sid, "a1.age", pending)
 
-    made: list[str] = []
-    stop = threading.Event()
-    errors: list[BaseException] = []
-
-    def upload_forever() -> None:
-        try:
-            with world.client() as c:
-                while not stop.is_set():
-                    made.append(world.submit(c, size=20000))
-        except BaseException as exc:  # reported by the test below
-            errors.append(exc)
-
-    uploader = threading.Thread(target=upload_forever, daemon=True)
-    uploader.start()
-    while len(made) < 2:
-        time.sleep(0.02)
-    # A submission must finish while the CLI's backup runs; on a loaded machine the
-    # uploader may be starved during one, so up to five backups are made, each whole.
-    for attempt in range(5):
-        cli_backup = tmp_path / f"backup-cli-{attempt}"
-        during = len(made)
-        out = central.cli("backup", str(cli_backup))
-        during = len(made) - during
-        if during >= 1:
-            break
-    # A second backup in-process, with a submission landing between the database
-    # snapshot and the file copies: the one window where the order matters.
-    hooked: list[str] = []
-    with world.client() as c:
-        hooked_backup = tmp_path / "backup-hooked"
-        backup(central.data_dir, hooked_backup,
-               after_snapshot=lambda: hooked.append(world.submit(c)))
-    stop.set()
-    uploader.join(30)
-    assert not errors, errors
-    assert during >= 1, "no upload finished while the backup ran"
+    with submitting(world) as made:
+        cli_backup, out = backup_while(central, made, tmp_path / "backup-cli")
+        # A second backup in-process, with a submission landing between the database
+        # snapshot and the file copies: the one window where the order matters.
+        hooked: list[str] = []
+        with world.client() as c:
+            hooked_backup = tmp_path / "backup-hooked"
+            backup(central.data_dir, hooked_backup,
+                   after_snapshot=lambda: hooked.append(world.submit(c)))
     assert out.strip().splitlines()[-1] == str(cli_backup)
     assert stat.S_IMODE(cli_backup.stat().st_mode) == 0o700
     assert stat.S_IMODE((cli_backup / "service.key").stat().st_mode) == 0o600

@@ -15,7 +15,6 @@ import json
 import secrets
 import shutil
 import sqlite3
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -42,7 +41,15 @@ from tests.harness.central import (
 )
 from tests.harness.postgres import PostgresCluster
 from tests.harness.s3 import S3Endpoint, s3_endpoint  # noqa: F401  (fixture)
-from tests.test_central_backup import TAMPERS, World, _run, _served, _world
+from tests.test_central_backup import (
+    TAMPERS,
+    World,
+    _run,
+    _served,
+    _world,
+    backup_while,
+    submitting,
+)
 
 #: A finished upload this big becomes two multipart parts when restored into S3
 #: (s3_blobs.PART is 8 MiB), so the restore's multipart path is exercised whole.
@@ -204,35 +211,8 @@ def test_backup_on_postgres_s3_while_uploading_restores_into_either_store(
     started = time.monotonic()
     service, world = pg_world.service, pg_world.world
     assert _audit_verify(service.data_dir)  # the audit chain on PostgreSQL, live
-    made: list[str] = []
-    stop = threading.Event()
-    errors: list[BaseException] = []
-
-    def upload_forever() -> None:
-        try:
-            with world.client() as c:
-                while not stop.is_set():
-                    made.append(world.submit(c, size=20000))
-        except BaseException as exc:  # reported below
-            errors.append(exc)
-
-    uploader = threading.Thread(target=upload_forever, daemon=True)
-    uploader.start()
-    while len(made) < 2:
-        time.sleep(0.02)
-    # A submission must finish while the backup runs; on a loaded machine the uploader
-    # may be starved during one, so up to five backups are made, each whole.
-    for attempt in range(5):
-        backup_dir = tmp_path / f"backup-{attempt}"
-        during = len(made)
-        out = service.cli("backup", str(backup_dir))
-        during = len(made) - during
-        if during >= 1:
-            break
-    stop.set()
-    uploader.join(30)
-    assert not errors, errors
-    assert during >= 1, "no upload finished while the backup ran"
+    with submitting(world) as made:
+        backup_dir, out = backup_while(service, made, tmp_path / "backup")
     assert out.strip().splitlines()[-1] == str(backup_dir)
     manifest = json.loads((backup_dir / "manifest.json").read_text())
     assert manifest["source"] == "postgres+s3"
