@@ -44,13 +44,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from kiosk.vault.outbox import submission_files
 from kiosk.vault.store import ACKNOWLEDGED, PURGED
 from sync.central.core import Central
 from sync.central.reconcile import reconcile
 from sync.central.storage.base import AuditEvent, Upload
 from sync.envelope import X25519Identity
-from sync.wire import Receipt, checksum_header
+from sync.signing import SigningKey
+from sync.wire import checksum_header
 from tests.harness.central import (
     CentralService,
     index_body,
@@ -62,7 +62,7 @@ from tests.harness.central import (
 from tests.harness.faultproxy import FaultProxy
 from tests.harness.haproxy import HAProxy, start_instances
 from tests.harness.postgres import PostgresCluster
-from tests.test_sync_faults import CHUNK, Kiosk, Ledger, check_kiosk
+from tests.test_sync_faults import CHUNK, Kiosk, Ledger, check_downloads, check_kiosk
 
 SEED = int(os.environ.get("SCALE_SEED") or secrets.randbits(32))
 SOAK = os.environ.get("SCALE_SOAK") == "1"
@@ -209,15 +209,7 @@ def check_fleet(fleet: Fleet) -> int:
             kiosk, ledger = owner[sid]
             if sid in ledger.downloaded:
                 continue
-            files = {f.name: f for f in submission_files(kiosk.data_dir, kiosk.store, sid)}
-            receipt = Receipt.parse(ledger.receipts[sid].encode("utf-8"))
-            listed = {(p["name"], p["size"], p["sha256"]) for p in entry["parts"]}
-            assert listed == {(f.name, f.size, f.sha256) for f in files.values()}
-            assert listed == {(p.name, p.size, p.sha256) for p in receipt.parts}
-            for name, file in files.items():
-                got = client.get(f"/api/v1/submissions/{sid}/parts/{name}")
-                assert got.status_code == 200, (sid, name, got.status_code)
-                assert got.content == file.path.read_bytes(), f"{sid}/{name} differs"
+            check_downloads(client, kiosk, ledger, entry)
             ledger.downloaded.add(sid)
     # Acknowledged once on the service too: one receipt row, one "received" audit entry.
     receipts = Counter(str(r[0]) for r in fleet.sql("SELECT submission_id FROM receipts"))
@@ -480,16 +472,11 @@ def test_same_chunk_to_two_instances_at_once(fleet_factory: Callable[..., Fleet]
     # The stored bytes are exactly the winners': the service checks the SHA-256 the
     # index names against what it stored, then the vetter downloads them.
     manifest = rng.randbytes(300)
-    with httpx.Client(base_url=fleet.haproxy.url, timeout=30) as client:
-        tus_upload(client, token, sid, "manifest.json.age", manifest)
-        parts = {"a1.age": stored, "manifest.json.age": manifest}
-        signed = signed_index(key, device_id, sid, parts)
-        posted = client.post("/api/v1/submissions", json=index_body(signed),
-                             headers={"Authorization": f"Bearer {token}"})
-        assert posted.status_code == 201, posted.text
-        got = client.get(f"/api/v1/submissions/{sid}/parts/a1.age",
-                         headers={"Authorization": f"Bearer {fleet.vetter}"})
-        assert got.status_code == 200 and got.content == stored
+    posted = _hand_in(fleet.haproxy.url, token, key, device_id, sid, stored, manifest)
+    assert posted.status_code == 201, posted.text
+    got = httpx.get(f"{fleet.haproxy.url}/api/v1/submissions/{sid}/parts/a1.age",
+                    timeout=30, headers={"Authorization": f"Bearer {fleet.vetter}"})
+    assert got.status_code == 200 and got.content == stored
     print(f"[same chunk] seed {SEED}: {total} races, the second answered {dict(outcomes)};"
           f" stored bytes are exactly the winners'")
     assert outcomes["locked"] >= 1 and outcomes["refused mid-body"] >= 1, outcomes
@@ -558,6 +545,18 @@ def _create_upload(service: CentralService, token: str, submission_id: str, part
     return str(reply.headers["location"])
 
 
+def _hand_in(url: str, token: str, key: SigningKey, device_id: str, sid: str, part: bytes,
+             manifest: bytes) -> httpx.Response:
+    """Upload the manifest, then post the index naming ``a1.age`` (already uploaded)
+    and it, as a kiosk ends a submission; the service's answer."""
+    with httpx.Client(base_url=url, timeout=30) as client:
+        tus_upload(client, token, sid, "manifest.json.age", manifest)
+        signed = signed_index(key, device_id, sid, {"a1.age": part,
+                                                    "manifest.json.age": manifest})
+        return client.post("/api/v1/submissions", json=index_body(signed),
+                           headers={"Authorization": f"Bearer {token}"})
+
+
 def _patch(service: CentralService, token: str, path: str, offset: int,
            body: bytes) -> httpx.Response:
     return httpx.patch(f"{service.url}{path}", content=body, timeout=30, headers=tus_headers(
@@ -594,12 +593,7 @@ def test_an_upload_made_whole_by_a_dying_instance_is_finished_by_another(
     a.kill()
     head = httpx.head(f"{b.url}{path}", timeout=30, headers=tus_headers(token))
     assert head.headers["upload-offset"] == str(len(data))  # whole, says the service
-    with httpx.Client(base_url=b.url, timeout=30) as client:
-        tus_upload(client, token, sid, "manifest.json.age", manifest)
-        signed = signed_index(key, device_id, sid, {"a1.age": data,
-                                                    "manifest.json.age": manifest})
-        posted = client.post("/api/v1/submissions", json=index_body(signed),
-                             headers={"Authorization": f"Bearer {token}"})
+    posted = _hand_in(b.url, token, key, device_id, sid, data, manifest)
     assert posted.status_code == 201, posted.text
 
 
@@ -626,12 +620,7 @@ def test_start_up_reconcile_while_another_instance_takes_a_chunk(
     finally:
         starting.close()
     assert _patch(a, token, path, 2 * CHUNK, data[2 * CHUNK:]).status_code == 204
-    with httpx.Client(base_url=b.url, timeout=30) as client:
-        tus_upload(client, token, sid, "manifest.json.age", manifest)
-        signed = signed_index(key, device_id, sid, {"a1.age": data,
-                                                    "manifest.json.age": manifest})
-        posted = client.post("/api/v1/submissions", json=index_body(signed),
-                             headers={"Authorization": f"Bearer {token}"})
+    posted = _hand_in(b.url, token, key, device_id, sid, data, manifest)
     assert posted.status_code == 201, posted.text
 
 

@@ -45,6 +45,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -239,6 +240,26 @@ def check_kiosk(kiosk: Kiosk, ledger: Ledger) -> Counter[str]:
     return states
 
 
+def check_downloads(client: httpx.Client, kiosk: Kiosk, ledger: Ledger,
+                    entry: dict[str, Any]) -> dict[str, bytes]:
+    """One queue entry against the kiosk: its parts are the kiosk's sealed files and the
+    receipt's, and each downloads (through the vetter's ``client``) byte-identical.
+    The downloaded bytes, by part name."""
+    sid = entry["id"]
+    files = {f.name: f for f in submission_files(kiosk.data_dir, kiosk.store, sid)}
+    receipt = Receipt.parse(ledger.receipts[sid].encode("utf-8"))
+    listed = {(p["name"], p["size"], p["sha256"]) for p in entry["parts"]}
+    assert listed == {(f.name, f.size, f.sha256) for f in files.values()}
+    assert listed == {(p.name, p.size, p.sha256) for p in receipt.parts}
+    downloaded = {}
+    for name, file in files.items():
+        got = client.get(f"/api/v1/submissions/{sid}/parts/{name}")
+        assert got.status_code == 200, (sid, name, got.status_code)
+        assert got.content == file.path.read_bytes(), f"{sid}/{name} differs"
+        downloaded[name] = got.content
+    return downloaded
+
+
 def check_queue(kiosk: Kiosk, central: CentralService, vetter: str, ledger: Ledger, *,
                 final: bool) -> None:
     """The vetting queue: each submission at most once; when ``final``, every one made is
@@ -261,17 +282,9 @@ def check_queue(kiosk: Kiosk, central: CentralService, vetter: str, ledger: Ledg
             sid = entry["id"]
             if sid in ledger.downloaded:  # listed, compared and downloaded already
                 continue
-            files = {f.name: f for f in submission_files(kiosk.data_dir, kiosk.store, sid)}
-            receipt = Receipt.parse(ledger.receipts[sid].encode("utf-8"))
-            listed = {(p["name"], p["size"], p["sha256"]) for p in entry["parts"]}
-            assert listed == {(f.name, f.size, f.sha256) for f in files.values()}
-            assert listed == {(p.name, p.size, p.sha256) for p in receipt.parts}
-            for name, file in files.items():
-                got = client.get(f"/api/v1/submissions/{sid}/parts/{name}")
-                assert got.status_code == 200, (sid, name, got.status_code)
-                assert got.content == file.path.read_bytes(), f"{sid}/{name} differs"
-                if name == "manifest.json.age":  # the team opens what the vetter got
-                    assert sid.encode() in open_bytes(got.content, [kiosk.team])
+            got = check_downloads(client, kiosk, ledger, entry)
+            # The team opens the manifest the vetter got.
+            assert sid.encode() in open_bytes(got["manifest.json.age"], [kiosk.team])
             ledger.downloaded.add(sid)
 
 
